@@ -1,0 +1,151 @@
+"""The gateway's Starlette app: routes, the lifespan that owns shared clients, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import structlog
+from httpx_aiohttp import AiohttpTransport
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.agents import load_agents
+from gateway.audit import AuditStore
+from gateway.auth import TokenVerifier, load_issuers
+from gateway.pipeline import Call, Pipeline
+from gateway.policy import PolicyClient
+from gateway.policy_input import RequestFacts
+from gateway.runner_client import RunnerClient
+from gateway.usage import UsageCounter
+from regate import crypto
+from regate.errors import RegateError, error_body, error_response
+from regate.jsonbody import read_json_object
+from regate.middleware import RequestIdMiddleware, request_id
+from regate.settings import Address, Settings
+
+log = structlog.get_logger("regate.gateway")
+
+
+def fast_transport(address: Address) -> httpx.AsyncBaseTransport:
+    """httpx's API over aiohttp's pool: measured ~5x less client CPU per loopback hop."""
+    return AiohttpTransport(uds=str(address.uds) if address.uds else None)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    opa_transport: httpx.AsyncBaseTransport | None = None,
+    runner_transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        opa_http = httpx.AsyncClient(
+            base_url=settings.opa.url.base_url,
+            transport=opa_transport or fast_transport(settings.opa.url),
+        )
+        runner_http = httpx.AsyncClient(
+            base_url=settings.runner.url.base_url,
+            transport=runner_transport or fast_transport(settings.runner.url),
+        )
+        audit = AuditStore(settings.gateway.audit_db)
+        pipeline = Pipeline(
+            verifier=TokenVerifier(
+                load_issuers(settings.issuers),
+                audience=settings.gateway.audience,
+                leeway_s=settings.gateway.leeway_s,
+            ),
+            agents=load_agents(
+                settings.manifests.dir, crypto.load_jwks(settings.manifests.publishers_jwks)
+            ),
+            policy=PolicyClient(opa_http, timeout_s=settings.opa.timeout_s),
+            audit=audit,
+            runner=RunnerClient(runner_http),
+            usage=UsageCounter(),
+            grant_key=crypto.load_private_key(settings.gateway.grant_key),
+            grant_ttl_s=settings.gateway.grant_ttl_s,
+        )
+        log.info("gateway_started", listen=str(settings.gateway.listen))
+        try:
+            yield {"pipeline": pipeline, "settings": settings}
+        finally:
+            await opa_http.aclose()
+            await runner_http.aclose()
+            await audit.close()
+
+    return Starlette(
+        routes=[
+            Route("/v1/invoke/{agent_id}/{tool}", invoke, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        middleware=[RequestIdMiddleware.as_middleware()],
+        exception_handlers={RegateError: regate_error, HTTPException: http_error},
+        lifespan=lifespan,
+    )
+
+
+async def invoke(request: Request) -> Response:
+    pipeline: Pipeline = request.state.pipeline
+    settings: Settings = request.state.settings
+
+    async def read_body() -> dict[str, Any]:
+        return await read_json_object(request, settings.gateway.max_body_bytes)
+
+    call = Call(
+        agent_id=request.path_params["agent_id"],
+        tool=request.path_params["tool"],
+        authorization=request.headers.get("authorization"),
+        read_body=read_body,
+        request=RequestFacts(
+            id=request_id(request),
+            time=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            source_ip=request.client.host if request.client else "",
+            method=request.method,
+            path=request.url.path,
+        ),
+    )
+    return JSONResponse(await pipeline.invoke(call))
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    pipeline: Pipeline = request.state.pipeline
+    checks = {
+        "opa": await pipeline.policy.healthy(),
+        "runner": await pipeline.runner.healthy(),
+    }
+    ready = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def regate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RegateError)
+    log.info("request_refused", code=exc.code, status=exc.status, message=exc.message)
+    return error_response(exc, request_id(request))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {
+        404: "no such endpoint; agents call POST /v1/invoke/{agent_id}/{tool}",
+        405: "method not allowed on this endpoint",
+    }.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        error_body(code, message, request_id(request)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )

@@ -1,0 +1,54 @@
+"""Tool arguments checked against the tool's JSON Schema from its signed manifest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+from jsonschema.validators import Draft202012Validator
+
+from gateway.errors import InvalidArguments
+from regate.canonical import canonical_json
+from regate.errors import BadRequest
+
+
+def extract_arguments(body: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(body) - {"arguments"})
+    if unknown:
+        raise BadRequest(f'unknown fields {unknown}; the body is {{"arguments": {{...}}}}')
+    arguments = body.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise BadRequest("'arguments' must be a JSON object")
+    return arguments
+
+
+def validate_arguments(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> None:
+    """Raise `InvalidArguments` naming the failing field's path, or return."""
+    validator = _validator(canonical_json(schema))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    if error is None:
+        return
+    path = "/" + "/".join(str(p) for p in error.absolute_path)
+    raise InvalidArguments(
+        f"argument {path} is invalid: {_describe(error)}", path=path, schema_rule=error.validator
+    )
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    # Name the rule, not the value: arguments may hold secrets, and this message
+    # is logged and audited.
+    if error.validator in ("required", "additionalProperties", "dependentRequired"):
+        return error.message
+    rule = repr(error.validator_value)
+    if len(rule) > 80:
+        rule = rule[:77] + "..."
+    return f"must satisfy {error.validator}={rule}"
+
+
+@lru_cache(maxsize=1024)
+def _validator(schema_json: bytes) -> Draft202012Validator:
+
+    return Draft202012Validator(json.loads(schema_json))

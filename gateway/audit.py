@@ -1,0 +1,176 @@
+"""The audit store: an append-only, hash-chained decision log in SQLite.
+
+Each record holds the hash of the one before it, so `verify_chain` finds any edit,
+reorder or gap. A record is acknowledged only once its transaction is committed
+with `synchronous=FULL` (durable across a crash). One writer thread owns the
+connection, so appends are serialized and the chain head lives in memory.
+(Truncating the newest records cannot be seen from inside the file alone; anchor
+the head hash elsewhere when that matters — see docs/threat-model.md.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from regate.canonical import canonical_json, sha256_hex
+
+log = structlog.get_logger("regate.audit")
+
+GENESIS = "0" * 64
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq          INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    decision_id  TEXT NOT NULL,
+    recorded_at  TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    prev_hash    TEXT NOT NULL,
+    hash         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_decision ON audit_log (decision_id);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    kind: str
+    decision_id: str
+    recorded_at: str
+    body: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def record_hash(
+    seq: int, kind: str, decision_id: str, recorded_at: str, body: Mapping[str, Any], prev: str
+) -> str:
+    return sha256_hex(
+        canonical_json(
+            {
+                "seq": seq,
+                "kind": kind,
+                "decision_id": decision_id,
+                "recorded_at": recorded_at,
+                "body": body,
+                "prev_hash": prev,
+            }
+        )
+    )
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class AuditStore:
+    """Async front of the SQLite chain; `append` returns once the record is durable."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        row = self._conn.execute(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        self._seq: int = row[0] if row else 0
+        self._head: str = row[1] if row else GENESIS
+
+    async def append(self, kind: str, decision_id: str, body: Mapping[str, Any]) -> AuditRecord:
+        loop = asyncio.get_running_loop()
+        record = await loop.run_in_executor(self._writer, self._append, kind, decision_id, body)
+        log.info("audit_record", kind=kind, seq=record.seq, record=dict(body))
+        return record
+
+    def _append(self, kind: str, decision_id: str, body: Mapping[str, Any]) -> AuditRecord:
+        seq = self._seq + 1
+        recorded_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        digest = record_hash(seq, kind, decision_id, recorded_at, body, self._head)
+        self._conn.execute(
+            "INSERT INTO audit_log (seq, kind, decision_id, recorded_at, body, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq,
+                kind,
+                decision_id,
+                recorded_at,
+                canonical_json(body).decode(),
+                self._head,
+                digest,
+            ),
+        )
+        record = AuditRecord(seq, kind, decision_id, recorded_at, body, self._head, digest)
+        self._seq, self._head = seq, digest
+        return record
+
+    async def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._conn.close()
+
+
+def iter_records(conn: sqlite3.Connection, *, after: int = 0) -> Iterator[AuditRecord]:
+    rows = conn.execute(
+        "SELECT seq, kind, decision_id, recorded_at, body, prev_hash, hash"
+        " FROM audit_log WHERE seq > ? ORDER BY seq",
+        (after,),
+    )
+    for seq, kind, decision_id, recorded_at, body, prev_hash, digest in rows:
+        yield AuditRecord(seq, kind, decision_id, recorded_at, json.loads(body), prev_hash, digest)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+
+def verify_chain(path: Path) -> ChainReport:
+    """Walk the chain from the first record; report the first one that does not hold."""
+    if not path.exists():
+        return ChainReport(ok=False, records=0, problem=f"no audit store at {path}")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        expected_seq, prev, count = 1, GENESIS, 0
+        for record in iter_records(conn):
+            if record.seq != expected_seq:
+                return ChainReport(
+                    False,
+                    count,
+                    expected_seq,
+                    f"record {expected_seq} is missing (next is {record.seq})",
+                )
+            if record.prev_hash != prev:
+                return ChainReport(
+                    False, count, record.seq, "its prev_hash does not match the record before it"
+                )
+            recomputed = record_hash(
+                record.seq, record.kind, record.decision_id, record.recorded_at, record.body, prev
+            )
+            if recomputed != record.hash:
+                return ChainReport(False, count, record.seq, "its content does not match its hash")
+            prev, expected_seq, count = record.hash, expected_seq + 1, count + 1
+        return ChainReport(ok=True, records=count)
+    except (sqlite3.DatabaseError, ValueError) as exc:
+        return ChainReport(False, 0, None, f"cannot read the audit store: {exc}")
+    finally:
+        conn.close()

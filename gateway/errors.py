@@ -1,0 +1,60 @@
+"""The gateway's domain errors, each with its HTTP status and stable code (DESIGN §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from regate.errors import NotFound, RegateError
+
+
+class InvalidToken(RegateError):
+    status = 401
+    code = "invalid_token"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        # RFC 6750 §3: say why in the challenge, without echoing the token.
+        challenge = (
+            f'Bearer realm="regate", error="invalid_token", error_description="{_quote(message)}"'
+        )
+        super().__init__(message, headers={"WWW-Authenticate": challenge}, **details)
+
+
+class MissingToken(InvalidToken):
+    code = "missing_token"
+
+    def __init__(self, message: str) -> None:
+        RegateError.__init__(self, message, headers={"WWW-Authenticate": 'Bearer realm="regate"'})
+
+
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+
+
+class ToolNotFound(NotFound):
+    code = "tool_not_found"
+
+
+class InvalidArguments(RegateError):
+    status = 422
+    code = "invalid_arguments"
+
+
+class PolicyDenied(RegateError):
+    status = 403
+    code = "policy_denied"
+
+
+class PolicyUnavailable(RegateError):
+    """OPA could not give a usable decision: down, slow, erroring or undefined. Deny."""
+
+    status = 503
+    code = "policy_unavailable"
+
+
+class RunnerUnavailable(RegateError):
+    status = 502
+    code = "runner_unavailable"
+
+
+def _quote(text: str) -> str:
+    return "".join(c for c in text if c.isprintable() and c not in '"\\')[:200]

@@ -1,0 +1,236 @@
+"""The request path of one tool call, top to bottom.
+
+authenticate → read arguments → resolve target → check arguments → ask policy →
+log the decision (durably) → forward to the runner with a grant → log the receipt.
+
+Every step returns the next value or raises a `RegateError`. Whatever happens, the
+call leaves exactly one decision record; an allowed call also leaves a receipt
+chained after it. Transport (HTTP parsing, clients) lives elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.agents import AgentRegistry
+from gateway.arguments import extract_arguments, validate_arguments
+from gateway.audit import AuditStore
+from gateway.auth import Caller, TokenVerifier
+from gateway.errors import PolicyDenied
+from gateway.policy import Decision, PolicyClient
+from gateway.policy_input import RequestFacts, build_policy_input
+from gateway.runner_client import RunnerClient
+from gateway.usage import UsageCounter
+from regate import crypto
+from regate.canonical import digest
+from regate.errors import RegateError
+from regate.grants import issue_grant
+
+
+@dataclass(frozen=True)
+class Call:
+    """One `POST /v1/invoke/{agent_id}/{tool}` as the transport saw it."""
+
+    agent_id: str
+    tool: str
+    authorization: str | None
+    read_body: Callable[[], Awaitable[dict[str, Any]]]
+    request: RequestFacts
+
+
+@dataclass
+class Trail:
+    """What the decision record will say, filled in as the call moves along."""
+
+    decision_id: str
+    call: Call
+    caller: Caller | None = None
+    target: dict[str, Any] | None = None
+    policy_input: dict[str, Any] | None = None
+    decision: Decision | None = None
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages_ms[name] = round((time.perf_counter() - start) * 1000, 3)
+
+    def record(self, *, outcome: str, status: int, code: str, message: str = "") -> dict[str, Any]:
+        decision = self.decision.as_record() if self.decision else None
+        return {
+            "decision_id": self.decision_id,
+            "request_id": self.call.request.id,
+            "time": self.call.request.time,
+            "outcome": outcome,
+            "status": status,
+            "code": code,
+            "message": message,
+            "caller": {"sub": self.caller.sub, "iss": self.caller.iss} if self.caller else None,
+            "target": self.target or {"agent_id": self.call.agent_id},
+            "tool": self.call.tool,
+            "source_ip": self.call.request.source_ip,
+            "policy": decision,
+            "input": self.policy_input,
+            "stages_ms": self.stages_ms,
+        }
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        verifier: TokenVerifier,
+        agents: AgentRegistry,
+        policy: PolicyClient,
+        audit: AuditStore,
+        runner: RunnerClient,
+        usage: UsageCounter,
+        grant_key: crypto.Jwk,
+        grant_ttl_s: int,
+    ) -> None:
+        self.verifier = verifier
+        self.agents = agents
+        self.policy = policy
+        self.audit = audit
+        self.runner = runner
+        self.usage = usage
+        self.grant_key = grant_key
+        self.grant_ttl_s = grant_ttl_s
+
+    async def invoke(self, call: Call) -> dict[str, Any]:
+        trail = Trail(decision_id=str(uuid.uuid4()), call=call)
+        try:
+            with trail.stage("authenticate"):
+                trail.caller = caller = self.verifier.authenticate(call.authorization)
+            with trail.stage("read_body"):
+                arguments = extract_arguments(await call.read_body())
+            with trail.stage("resolve"):
+                agent, tool = self.agents.resolve(call.agent_id, call.tool)
+                trail.target = {
+                    "agent_id": agent.agent_id,
+                    "version": agent.version,
+                    "manifest_sha256": agent.sha256,
+                    "publisher": agent.publisher,
+                }
+            with trail.stage("validate"):
+                validate_arguments(tool.input_schema, arguments)
+            trail.policy_input = build_policy_input(
+                caller=caller,
+                agent=agent,
+                tool=tool,
+                arguments=arguments,
+                request=call.request,
+                calls_last_minute=self.usage.record(caller.sub),
+            )
+            with trail.stage("policy"):
+                trail.decision = decision = await self.policy.decide(trail.policy_input)
+            enforce(decision, trail.decision_id)
+        except RegateError as exc:
+            await self._refused(trail, exc)
+            raise
+
+        with trail.stage("audit"):
+            await self.audit.append(
+                "decision",
+                trail.decision_id,
+                trail.record(outcome="allow", status=200, code="allowed"),
+            )
+        limits = tightened(tool.limits, decision.obligations)
+        grant = issue_grant(
+            decision_id=trail.decision_id,
+            agent_id=agent.agent_id,
+            tool=tool.name,
+            entrypoint=tool.entrypoint,
+            limits=limits,
+            arguments_sha256=digest(arguments),
+            key=self.grant_key,
+            ttl_s=self.grant_ttl_s,
+        )
+        started = time.perf_counter()
+        try:
+            result = await self.runner.run(
+                grant, arguments, tool_timeout_s=float(limits["timeout_s"])
+            )
+        except RegateError as exc:
+            exc.details["decision_id"] = trail.decision_id
+            await self.audit.append(
+                "receipt", trail.decision_id, receipt(trail, None, exc, started)
+            )
+            raise
+        await self.audit.append("receipt", trail.decision_id, receipt(trail, result, None, started))
+        return {
+            "decision_id": trail.decision_id,
+            "ok": result["ok"],
+            **({"result": result["result"]} if result["ok"] else {"error": result.get("error")}),
+            "metrics": result.get("metrics", {}),
+        }
+
+    async def _refused(self, trail: Trail, exc: RegateError) -> None:
+        exc.details["decision_id"] = trail.decision_id
+        outcome = "deny" if exc.status < 500 else "error"
+        await self.audit.append(
+            "decision",
+            trail.decision_id,
+            trail.record(outcome=outcome, status=exc.status, code=exc.code, message=exc.message),
+        )
+
+
+def enforce(decision: Decision, decision_id: str) -> None:
+    """Let an `allow` through; turn anything else into the caller's 403."""
+    if decision.outcome == "allow":
+        return
+    reasons = [{"code": r.code, "message": r.message} for r in decision.reasons]
+    if decision.outcome == "require_approval":
+        raise PolicyDenied(
+            "policy requires an admin's approval for this call, and call approvals are not"
+            " enabled on this gateway yet",
+            reasons=reasons,
+            approval_required=True,
+        )
+    first = decision.reasons[0].message if decision.reasons else "no reason given"
+    raise PolicyDenied(f"denied by policy: {first}", reasons=reasons)
+
+
+def tightened(
+    limits: Mapping[str, int | float], obligations: Mapping[str, Any]
+) -> dict[str, int | float]:
+    """Apply a policy's `obligations.limits`: they may lower a limit, never raise it."""
+    result = dict(limits)
+    tighter = obligations.get("limits")
+    if isinstance(tighter, dict):
+        for name, value in tighter.items():
+            if name in result and isinstance(value, int | float) and not isinstance(value, bool):
+                result[name] = min(result[name], value)
+    return result
+
+
+def receipt(
+    trail: Trail, result: Mapping[str, Any] | None, exc: RegateError | None, started: float
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "decision_id": trail.decision_id,
+        "wall_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    if exc is not None:
+        body.update(ok=False, status=exc.status, error={"type": exc.code, "message": exc.message})
+        return body
+    assert result is not None
+    error = result.get("error")
+    body.update(
+        ok=result["ok"],
+        status=200,
+        error={"type": error.get("type"), "message": error.get("message")}
+        if isinstance(error, dict)
+        else None,
+        output_sha256=digest(result.get("result")) if result["ok"] else None,
+        metrics=result.get("metrics", {}),
+    )
+    return body

@@ -1,0 +1,125 @@
+"""The OPA sidecar client: one question (the decision), one answer, or fail closed.
+
+Everything that is not a well-formed decision document — OPA down, slow, erroring,
+an undefined result, a malformed document — becomes `PolicyUnavailable`, which the
+gateway answers as a 503 deny.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import httpx
+import structlog
+
+from gateway.errors import PolicyUnavailable
+
+log = structlog.get_logger("regate.policy")
+
+DECISION_PATH = "/v1/data/regate/authz/decision"
+OUTCOMES = ("allow", "deny", "require_approval")
+Outcome = Literal["allow", "deny", "require_approval"]
+_UNAVAILABLE = "the policy engine could not decide, so the call was denied; retry later"
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reasons: tuple[Reason, ...]
+    obligations: Mapping[str, Any] = field(default_factory=dict)
+    policy_revision: str = ""
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
+            "obligations": dict(self.obligations),
+            "policy_revision": self.policy_revision,
+        }
+
+
+class PolicyClient:
+    def __init__(self, client: httpx.AsyncClient, *, timeout_s: float) -> None:
+        self._client = client
+        self._timeout = httpx.Timeout(timeout_s)
+
+    async def decide(self, policy_input: Mapping[str, Any]) -> Decision:
+        try:
+            response = await self._client.post(
+                DECISION_PATH,
+                params={"provenance": "true"},
+                json={"input": policy_input},
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise _unavailable("opa_timeout", exc) from exc
+        except httpx.HTTPError as exc:
+            raise _unavailable("opa_unreachable", exc) from exc
+        if response.status_code != 200:
+            raise _unavailable("opa_error", f"HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise _unavailable("opa_bad_json", exc) from exc
+        return parse_decision(body)
+
+    async def healthy(self) -> bool:
+        try:
+            response = await self._client.get("/health", timeout=self._timeout)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+
+def parse_decision(body: Any) -> Decision:
+    """Turn OPA's response into a `Decision`, or raise `PolicyUnavailable`."""
+    if not isinstance(body, dict):
+        raise _unavailable("decision_malformed", "response is not a JSON object")
+    if "result" not in body:
+        # OPA answers 200 without `result` when the document is undefined: a deny.
+        raise _unavailable("decision_undefined", "regate.authz.decision is undefined")
+    result = body["result"]
+    if not isinstance(result, dict):
+        raise _unavailable("decision_malformed", "decision is not an object")
+    outcome = result.get("outcome")
+    if outcome not in OUTCOMES:
+        raise _unavailable("decision_malformed", f"outcome {outcome!r} not in {OUTCOMES}")
+    raw_reasons = result.get("reasons", [])
+    if not isinstance(raw_reasons, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("code"), str) and isinstance(r.get("message"), str)
+        for r in raw_reasons
+    ):
+        raise _unavailable("decision_malformed", "reasons must be [{code, message}]")
+    obligations = result.get("obligations", {})
+    if not isinstance(obligations, dict):
+        raise _unavailable("decision_malformed", "obligations must be an object")
+    return Decision(
+        outcome=cast(Outcome, outcome),
+        reasons=tuple(Reason(r["code"], r["message"]) for r in raw_reasons),
+        obligations=obligations,
+        policy_revision=_revision(body),
+    )
+
+
+def _revision(body: Mapping[str, Any]) -> str:
+    bundles = (body.get("provenance") or {}).get("bundles") or {}
+    revisions = sorted(
+        str(b.get("revision"))
+        for b in bundles.values()
+        if isinstance(b, dict) and b.get("revision")
+    )
+    return ",".join(revisions) or "unversioned"
+
+
+def _unavailable(code: str, detail: object) -> PolicyUnavailable:
+    # The detail goes to the log; the caller gets the generic, actionable message.
+    log.error("policy_unavailable", code=code, detail=str(detail))
+    return PolicyUnavailable(_UNAVAILABLE, cause=code)

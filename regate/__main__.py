@@ -1,0 +1,3 @@
+from regate.cli import main
+
+raise SystemExit(main())

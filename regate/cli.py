@@ -1,0 +1,271 @@
+"""The `regate` command: run the services, and the operator's tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from regate import crypto
+from regate.settings import ConfigError, Settings, load_settings
+
+DEFAULT_CONFIG = "examples/regate.toml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.handler(args)
+        return code
+    except (ConfigError, crypto.CryptoError) as exc:
+        print(f"regate: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="regate", description=__doc__)
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, help: str, handler: object) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config",
+            default=os.environ.get("REGATE_CONFIG", DEFAULT_CONFIG),
+            help="TOML settings file (default: $REGATE_CONFIG or %(default)s)",
+        )
+        return p
+
+    with_config(command("up", "start OPA, the runner and the gateway; Ctrl-C stops all", cmd_up))
+    with_config(command("gateway", "run the gateway alone", cmd_gateway))
+    with_config(command("runner", "run the sandbox runner alone", cmd_runner))
+    demo = with_config(command("demo", "set up the demo, run its calls, verify the log", cmd_demo))
+    demo.add_argument("--prepare", action="store_true", help="only create keys and manifests")
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(metavar="ACTION")
+    new = keys.add_parser("new", help="new EC P-256 key pair as JWK files")
+    new.add_argument("--name", required=True, help="key id; files are NAME.private.jwk/.jwks.json")
+    new.add_argument("--dir", type=Path, default=Path("."))
+    new.set_defaults(handler=cmd_keys_new)
+
+    manifest = sub.add_parser("manifest", help="agent manifests").add_subparsers(metavar="ACTION")
+    sign = manifest.add_parser("sign", help="sign manifest.json as a compact JWS")
+    sign.add_argument("manifest", type=Path)
+    sign.add_argument("--key", type=Path, required=True, help="publisher's private JWK")
+    sign.add_argument("--out", type=Path, help="default: stdout")
+    sign.set_defaults(handler=cmd_manifest_sign)
+    verify = manifest.add_parser("verify", help="verify a signed manifest against a trust store")
+    verify.add_argument("signed", type=Path)
+    verify.add_argument("--jwks", type=Path, required=True, help="publishers' JWKS")
+    verify.set_defaults(handler=cmd_manifest_verify)
+
+    token = sub.add_parser("token", help="agent tokens").add_subparsers(metavar="ACTION")
+    mint = token.add_parser("mint", help="sign a JWT (for tests and the demo)")
+    mint.add_argument("--key", type=Path, required=True, help="issuer's private JWK")
+    mint.add_argument("--iss", required=True)
+    mint.add_argument("--sub", required=True)
+    mint.add_argument("--aud", default="regate")
+    mint.add_argument("--ttl", type=int, default=300, help="seconds (default %(default)s)")
+    mint.set_defaults(handler=cmd_token_mint)
+
+    audit = sub.add_parser("audit", help="the decision log").add_subparsers(metavar="ACTION")
+    averify = with_config(audit.add_parser("verify", help="check the hash chain"))
+    averify.add_argument("--db", type=Path, help="audit store (default: from the config)")
+    averify.set_defaults(handler=cmd_audit_verify)
+    tail = with_config(audit.add_parser("tail", help="print the newest records as JSON lines"))
+    tail.add_argument("--db", type=Path)
+    tail.add_argument("-n", type=int, default=10)
+    tail.set_defaults(handler=cmd_audit_tail)
+
+    policy = sub.add_parser("policy", help="the Rego bundle").add_subparsers(metavar="ACTION")
+    ptest = policy.add_parser("test", help="opa fmt, opa check --strict, opa test")
+    ptest.add_argument("--dir", type=Path, default=Path("policies"))
+    ptest.set_defaults(handler=cmd_policy_test)
+    return parser
+
+
+# --- services ---------------------------------------------------------------
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from gateway.app import create_app
+    from regate.logs import configure_logging
+    from regate.serve import serve
+
+    configure_logging()
+    settings = load_settings(args.config)
+    serve(create_app(settings), settings.gateway.listen)
+    return 0
+
+
+def cmd_runner(args: argparse.Namespace) -> int:
+    from regate.logs import configure_logging
+    from regate.serve import serve
+    from sandbox_runner.app import create_app
+
+    configure_logging()
+    settings = load_settings(args.config)
+    serve(create_app(settings.runner), settings.runner.listen)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from regate.supervisor import Stack, StackError, preflight
+
+    settings = load_settings(args.config)
+    stack = Stack(
+        settings, Path(args.config).resolve(), log_dir=settings.gateway.state_dir / "logs"
+    )
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        stack.start(preflight())
+    except StackError as exc:
+        print(f"regate up: {exc}", file=sys.stderr)
+        return 1
+    print(f"OPA sidecar   {settings.opa.url}  (policies: {settings.opa.policies_dir})")
+    print(f"runner        {settings.runner.listen}")
+    print(f"gateway       {settings.gateway.listen}   POST /v1/invoke/{{agent}}/{{tool}}")
+    print(f"logs          {stack.log_dir}/   audit: {settings.gateway.audit_db}")
+    print("Ctrl-C stops all three.", flush=True)
+    try:
+        while not stopping:
+            dead = [s.name for s in stack.services if s.process and s.process.poll() is not None]
+            if dead:
+                print(f"regate up: {', '.join(dead)} exited; stopping the rest", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    finally:
+        stack.stop()
+        print("stopped.")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from regate.demo import run_demo
+
+    return run_demo(Path(args.config), prepare_only=args.prepare)
+
+
+# --- keys, manifests, tokens -------------------------------------------------
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    private, public = write_key_pair(args.dir, args.name)
+    print(f"wrote {private} (keep secret) and {public}")
+    return 0
+
+
+def write_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    private_jwk, public_jwk = crypto.generate_ec_key(name)
+    private_path = directory / f"{name}.private.jwk"
+    public_path = directory / f"{name}.jwks.json"
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(private_jwk, fh, indent=2)
+    crypto.write_jwks(public_path, [public_jwk])
+    return private_path, public_path
+
+
+def cmd_manifest_sign(args: argparse.Namespace) -> int:
+    from regate.manifest import ManifestError, sign_manifest
+
+    try:
+        document = json.loads(args.manifest.read_text())
+        token = sign_manifest(document, crypto.load_private_key(args.key))
+    except (OSError, ValueError, ManifestError) as exc:
+        print(f"regate manifest sign: {args.manifest}: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(token + "\n")
+    else:
+        print(token)
+    return 0
+
+
+def cmd_manifest_verify(args: argparse.Namespace) -> int:
+    from regate.manifest import ManifestError, verify_manifest
+
+    try:
+        manifest = verify_manifest(args.signed.read_text(), crypto.load_jwks(args.jwks))
+    except (OSError, ManifestError) as exc:
+        print(f"INVALID {args.signed}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"OK {args.signed}: agent {manifest.agent_id} {manifest.version}, signed by"
+        f" {manifest.publisher}, sha256 {manifest.sha256}, tools {sorted(manifest.tools)}"
+    )
+    return 0
+
+
+def cmd_token_mint(args: argparse.Namespace) -> int:
+    now = int(time.time())
+    claims = {"iss": args.iss, "sub": args.sub, "aud": args.aud, "iat": now, "exp": now + args.ttl}
+    print(crypto.sign_jwt(claims, crypto.load_private_key(args.key)))
+    return 0
+
+
+# --- audit ------------------------------------------------------------------
+
+
+def _audit_db(args: argparse.Namespace) -> Path:
+    if args.db:
+        return Path(args.db)
+    settings: Settings = load_settings(args.config)
+    return settings.gateway.audit_db
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit import verify_chain
+
+    db = _audit_db(args)
+    report = verify_chain(db)
+    if report.ok:
+        print(f"OK: {report.records} records, hash chain intact ({db})")
+        return 0
+    where = f"record {report.first_bad_seq}" if report.first_bad_seq else "the store"
+    print(f"TAMPERED: {where}: {report.problem} ({report.records} records verified before it)")
+    return 1
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    from gateway.audit import iter_records
+
+    db = _audit_db(args)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetchone()
+        for record in iter_records(conn, after=max(0, last - args.n)):
+            line = {"seq": record.seq, "kind": record.kind, "at": record.recorded_at, **record.body}
+            print(json.dumps(line, sort_keys=True))
+    finally:
+        conn.close()
+    return 0
+
+
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    from regate.policy_check import run_policy_checks
+
+    return run_policy_checks(args.dir)

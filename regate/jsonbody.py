@@ -1,0 +1,71 @@
+"""Strict JSON request bodies: size-capped while reading, no NaN, no duplicate keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from regate.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+MAX_DEPTH = 64
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequest(f"duplicate JSON key {key!r}; send each key once")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise BadRequest(f"{name} is not valid JSON; send a finite number")
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        raise BadRequest(f"JSON nesting is deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("request body is not valid UTF-8") from exc
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except RecursionError as exc:
+        raise BadRequest(f"JSON nesting is deeper than {MAX_DEPTH} levels") from exc
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    _depth(value)
+    return value
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """Read and parse a JSON object body, refusing it as soon as it grows past `max_bytes`."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType("send the body as JSON with 'Content-Type: application/json'")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    value = parse_json(b"".join(chunks))
+    if not isinstance(value, dict):
+        raise BadRequest("request body must be a JSON object")
+    return value

@@ -1,0 +1,182 @@
+"""Agent manifests: what an agent is and which tools it offers, signed by its publisher.
+
+A manifest on disk is a compact JWS (`typ: regate-manifest+jws`) whose payload is
+the RFC 8785 canonical JSON of the manifest document. It becomes a
+`SignedManifest` only in `verify_manifest`, after the signature, the shape and
+the expiry check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema
+from jsonschema.validators import Draft202012Validator
+
+from regate import crypto
+from regate.canonical import canonical_json, sha256_hex
+
+MANIFEST_TYP = "regate-manifest+jws"
+NAME_PATTERN = "^[a-z][a-z0-9_-]{0,62}$"
+
+DEFAULT_LIMITS: Mapping[str, int | float] = {
+    "timeout_s": 10,
+    "memory_mb": 256,
+    "output_kb": 256,
+    "pids": 32,
+}
+
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["agent_id", "version", "tools"],
+    "additionalProperties": False,
+    "properties": {
+        "agent_id": {"type": "string", "pattern": NAME_PATTERN},
+        "version": {"type": "string", "minLength": 1, "maxLength": 64},
+        "description": {"type": "string", "maxLength": 2000},
+        "expires": {"type": "string", "format": "date-time"},
+        "tools": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 256,
+            "items": {
+                "type": "object",
+                "required": ["name", "description", "input_schema", "entrypoint"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": NAME_PATTERN},
+                    "description": {"type": "string", "maxLength": 4000},
+                    "input_schema": {"type": "object"},
+                    "entrypoint": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 32,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                    },
+                    "permissions": {
+                        "type": "array",
+                        "items": {"type": "string", "maxLength": 128},
+                        "uniqueItems": True,
+                    },
+                    "limits": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+                            "memory_mb": {"type": "integer", "minimum": 16, "maximum": 8192},
+                            "output_kb": {"type": "integer", "minimum": 1, "maximum": 16384},
+                            "pids": {"type": "integer", "minimum": 1, "maximum": 1024},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+_MANIFEST_VALIDATOR = Draft202012Validator(
+    MANIFEST_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
+)
+
+
+class ManifestError(Exception):
+    """A manifest is unsigned, tampered, malformed or expired; the message says which."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+    entrypoint: tuple[str, ...]
+    limits: Mapping[str, int | float]
+    permissions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    agent_id: str
+    version: str
+    publisher: str  # the `kid` of the trust-store key that signed it
+    sha256: str  # of the canonical payload the signature covers
+    tools: Mapping[str, ToolSpec]
+    document: Mapping[str, Any]
+
+
+def sign_manifest(document: Mapping[str, Any], private_key: crypto.Jwk) -> str:
+    """Check the document's shape, then sign its canonical JSON."""
+    _check_shape(document)
+    return crypto.sign_jws(canonical_json(document), private_key, typ=MANIFEST_TYP)
+
+
+def verify_manifest(
+    token: str, publishers: crypto.KeySet, *, now: datetime | None = None
+) -> SignedManifest:
+    now = now or datetime.now(UTC)
+    try:
+        payload = crypto.verify_jws(token.strip(), publishers, typ=MANIFEST_TYP)
+        kid = str(crypto.unverified_header(token.strip())["kid"])
+    except crypto.CryptoError as exc:
+        raise ManifestError(f"signature check failed: {exc}") from exc
+    try:
+        document = json.loads(payload)
+    except ValueError as exc:
+        raise ManifestError("signed payload is not JSON") from exc
+    # Only the canonical form is accepted, so there is one byte string per manifest
+    # (and no duplicate keys or other parser differentials hiding inside).
+    if canonical_json(document) != payload:
+        raise ManifestError("signed payload is not RFC 8785 canonical JSON")
+    _check_shape(document)
+    expires = document.get("expires")
+    if expires is not None and _parse_time(expires) <= now:
+        raise ManifestError(f"manifest expired at {expires}; ask the publisher to re-sign it")
+    tools = {t["name"]: _tool(t) for t in document["tools"]}
+    if len(tools) != len(document["tools"]):
+        raise ManifestError("two tools share a name")
+    return SignedManifest(
+        agent_id=document["agent_id"],
+        version=document["version"],
+        publisher=kid,
+        sha256=sha256_hex(payload),
+        tools=tools,
+        document=document,
+    )
+
+
+def _check_shape(document: Mapping[str, Any]) -> None:
+    error = jsonschema.exceptions.best_match(_MANIFEST_VALIDATOR.iter_errors(document))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ManifestError(f"manifest field {where}: {error.message}")
+    for tool in document["tools"]:
+        try:
+            Draft202012Validator.check_schema(tool["input_schema"])
+        except jsonschema.SchemaError as exc:
+            raise ManifestError(
+                f"tool {tool['name']!r} input_schema is not a valid JSON Schema: {exc.message}"
+            ) from exc
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ManifestError(f"expires {value!r} is not an RFC 3339 time") from exc
+    if parsed.tzinfo is None:
+        raise ManifestError(f"expires {value!r} needs a time zone, e.g. 'Z'")
+    return parsed
+
+
+def _tool(raw: Mapping[str, Any]) -> ToolSpec:
+    return ToolSpec(
+        name=raw["name"],
+        description=raw["description"],
+        input_schema=raw["input_schema"],
+        entrypoint=tuple(raw["entrypoint"]),
+        limits={**DEFAULT_LIMITS, **raw.get("limits", {})},
+        permissions=tuple(raw.get("permissions", ["net:none"])),
+    )

@@ -1,0 +1,229 @@
+"""Settings for every Regate process, built in one place from a TOML file.
+
+Relative paths in the file are resolved against the file's own directory, so a
+config works the same whatever the current directory is. Everything is checked
+here, once, and a bad value raises `ConfigError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regate.crypto import SUPPORTED_ALGORITHMS
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the key and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a server listens or a client connects: a unix socket or host:port."""
+
+    host: str = ""
+    port: int = 0
+    uds: Path | None = None
+
+    @classmethod
+    def parse(cls, value: str, key: str, base: Path) -> Address:
+        if value.startswith("unix:"):
+            return cls(uds=_path(value.removeprefix("unix:"), base))
+        value = value.removeprefix("http://")
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{key} = {value!r}: expected 'host:port' or 'unix:/path/to.sock'")
+        return cls(host=host, port=int(port))
+
+    @property
+    def base_url(self) -> str:
+        return "http://localhost" if self.uds else f"http://{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"unix:{self.uds}" if self.uds else f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    issuer: str
+    jwks_file: Path
+    algorithms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    listen: Address
+    state_dir: Path
+    audience: str
+    leeway_s: int = 30
+    max_body_bytes: int = 64 * 1024
+    grant_ttl_s: int = 30
+
+    @property
+    def audit_db(self) -> Path:
+        return self.state_dir / "audit.sqlite3"
+
+    @property
+    def grant_key(self) -> Path:
+        return self.state_dir / "keys" / "gateway.private.jwk"
+
+
+@dataclass(frozen=True)
+class OpaSettings:
+    url: Address
+    timeout_s: float = 0.5
+    listen: Address | None = None  # where `regate up` starts the sidecar
+    policies_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    url: Address  # where the gateway reaches the runner
+    listen: Address  # where the runner listens
+    agents_dir: Path
+    work_dir: Path  # the runner's staged copy of tools, readable by the sandbox uid
+    grant_jwks: Path
+    timeout_s: float = 60.0
+    bwrap: str = "bwrap"
+    sandbox_uid: int = 65534
+    sandbox_gid: int = 65534
+
+
+@dataclass(frozen=True)
+class ManifestSettings:
+    dir: Path
+    publishers_jwks: Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway: GatewaySettings
+    opa: OpaSettings
+    runner: RunnerSettings
+    manifests: ManifestSettings
+    issuers: tuple[IssuerSettings, ...]
+    source: Path = field(default=Path("."))
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read settings from `path` (or $REGATE_CONFIG) and validate them."""
+    chosen = path or os.environ.get("REGATE_CONFIG")
+    if not chosen:
+        raise ConfigError("no configuration: pass --config FILE or set REGATE_CONFIG")
+    file = Path(chosen).resolve()
+    try:
+        raw = tomllib.loads(file.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {file}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
+    return parse_settings(raw, base=file.parent, source=file)
+
+
+def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings:
+    gw = _table(raw, "gateway")
+    state_dir = _path(_str(gw, "gateway.state_dir"), base)
+    gateway = GatewaySettings(
+        listen=Address.parse(_str(gw, "gateway.listen", "127.0.0.1:8080"), "gateway.listen", base),
+        state_dir=state_dir,
+        audience=_str(gw, "gateway.audience"),
+        leeway_s=_int(gw, "gateway.leeway_s", 30, low=0, high=300),
+        max_body_bytes=_int(gw, "gateway.max_body_bytes", 64 * 1024, low=64, high=16 << 20),
+        grant_ttl_s=_int(gw, "gateway.grant_ttl_s", 30, low=1, high=600),
+    )
+
+    op = _table(raw, "opa")
+    listen = op.get("listen")
+    policies = op.get("policies_dir")
+    opa = OpaSettings(
+        url=Address.parse(_str(op, "opa.url"), "opa.url", base),
+        timeout_s=_float(op, "opa.timeout_s", 0.5, low=0.01, high=30),
+        listen=Address.parse(_str(op, "opa.listen"), "opa.listen", base) if listen else None,
+        policies_dir=_path(_str(op, "opa.policies_dir"), base) if policies else None,
+    )
+
+    rn = _table(raw, "runner")
+    runner = RunnerSettings(
+        url=Address.parse(_str(rn, "runner.url"), "runner.url", base),
+        listen=Address.parse(_str(rn, "runner.listen"), "runner.listen", base),
+        agents_dir=_path(_str(rn, "runner.agents_dir"), base),
+        work_dir=_path(_str(rn, "runner.work_dir", str(state_dir / "runner")), base),
+        grant_jwks=_path(
+            _str(rn, "runner.grant_jwks", str(state_dir / "keys" / "gateway.jwks.json")), base
+        ),
+        timeout_s=_float(rn, "runner.timeout_s", 60.0, low=1, high=3600),
+        bwrap=_str(rn, "runner.bwrap", "bwrap"),
+        sandbox_uid=_int(rn, "runner.sandbox_uid", 65534, low=1, high=2**31),
+        sandbox_gid=_int(rn, "runner.sandbox_gid", 65534, low=1, high=2**31),
+    )
+
+    mf = _table(raw, "manifests")
+    manifests = ManifestSettings(
+        dir=_path(_str(mf, "manifests.dir"), base),
+        publishers_jwks=_path(_str(mf, "manifests.publishers_jwks"), base),
+    )
+
+    issuers_raw = raw.get("issuers")
+    if not isinstance(issuers_raw, list) or not issuers_raw:
+        raise ConfigError("[[issuers]]: at least one trusted token issuer is required")
+    issuers = tuple(_issuer(entry, i, base) for i, entry in enumerate(issuers_raw))
+    names = [i.issuer for i in issuers]
+    if len(set(names)) != len(names):
+        raise ConfigError("[[issuers]]: each issuer may appear only once")
+    return Settings(gateway, opa, runner, manifests, issuers, source)
+
+
+def _issuer(entry: Any, index: int, base: Path) -> IssuerSettings:
+    key = f"issuers[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{key} must be a table")
+    algorithms = entry.get("algorithms")
+    if not isinstance(algorithms, list) or not algorithms:
+        raise ConfigError(f"{key}.algorithms: list the allowed algorithms, e.g. ['ES256']")
+    bad = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
+    if bad:
+        raise ConfigError(
+            f"{key}.algorithms: {bad} not allowed; use {sorted(SUPPORTED_ALGORITHMS)}"
+        )
+    return IssuerSettings(
+        issuer=_str(entry, f"{key}.issuer"),
+        jwks_file=_path(_str(entry, f"{key}.jwks_file"), base),
+        algorithms=tuple(algorithms),
+    )
+
+
+def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name)
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] section is missing")
+    return value
+
+
+def _str(table: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    value = table.get(key.rpartition(".")[2], default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string")
+    return value
+
+
+def _int(table: Mapping[str, Any], key: str, default: int, *, low: int, high: int) -> int:
+    value = table.get(key.rpartition(".")[2], default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key} must be an integer between {low} and {high}")
+    return value
+
+
+def _float(table: Mapping[str, Any], key: str, default: float, *, low: float, high: float) -> float:
+    value = table.get(key.rpartition(".")[2], default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"{key} must be a number between {low} and {high}")
+    return float(value)
+
+
+def _path(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()

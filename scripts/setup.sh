@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One setup step for a fresh machine: .venv with the package, bubblewrap, pinned OPA.
+# Safe to run again: each part is skipped when it is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+# 1. Python virtualenv with Regate and its dev tools.
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "Python 3.11 or newer is required (found $("$PYTHON" --version 2>&1)); set PYTHON=..."
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  say "installing regate and its dependencies into .venv"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  touch .venv/.installed
+fi
+
+# 2. bubblewrap, from the OS packages.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing bubblewrap with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    die "bubblewrap is missing: install it with 'sudo apt-get install bubblewrap' (or your OS's package)"
+  fi
+fi
+
+# 3. OPA at the pinned version: on PATH if it matches, else built into .tools/bin.
+want=$(tr -d '[:space:]' < scripts/opa-version)
+opa_version() { "$1" version 2>/dev/null | awk '/^Version:/ {sub(/^v/, "", $2); print "v" $2}'; }
+if [ -x .tools/bin/opa ] && [ "$(opa_version .tools/bin/opa)" = "$want" ]; then
+  :
+elif command -v opa >/dev/null 2>&1 && [ "$(opa_version "$(command -v opa)")" = "$want" ]; then
+  mkdir -p .tools/bin && ln -sf "$(command -v opa)" .tools/bin/opa
+elif command -v go >/dev/null 2>&1; then
+  say "building OPA $want with go install (a minute or two, once)"
+  mkdir -p .tools/bin
+  GOBIN="$PWD/.tools/bin" GOFLAGS=-buildvcs=false go install "github.com/open-policy-agent/opa@$want"
+else
+  die "OPA $want is needed: install Go (https://go.dev/dl) and run 'make setup' again, or put the OPA $want binary on PATH"
+fi
+[ "$(opa_version .tools/bin/opa)" = "$want" ] || die "OPA at .tools/bin/opa is not $want"
+
+say "ready: $(.venv/bin/python --version), $(bwrap --version), OPA $want"
