@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -106,17 +107,27 @@ def wait_ready(service: Service, timeout_s: float) -> None:
                     f"{service.name} exited with status {service.process.returncode} while"
                     f" starting{_log_hint(service)}"
                 )
-            # (httpcore leaks a socket when a unix socket path is absent: wait for it.)
             uds = service.address.uds
             try:
-                if (uds is None or uds.exists()) and client.get(
-                    service.ready_path
-                ).status_code == 200:
+                if uds is not None and not _accepting(uds):
+                    pass
+                elif client.get(service.ready_path).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
     raise StackError(f"{service.name} was not ready within {timeout_s:g} s{_log_hint(service)}")
+
+
+def _accepting(uds: Path) -> bool:
+    # Probe the socket ourselves first: httpcore leaks a socket when a unix-socket
+    # connect is refused (absent or stale path).
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(uds))
+        except OSError:
+            return False
+    return True
 
 
 def stop_services(services: Sequence[Service] | Any, grace_s: float = 5.0) -> None:

@@ -38,7 +38,7 @@ def free_port() -> int:
 
 def world_traversable_tmpdir(prefix: str) -> Path:
     """A temp dir the sandbox uid can traverse (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # noqa: S108
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     path.chmod(stat.S_IRWXU | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
     return path
 

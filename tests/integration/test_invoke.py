@@ -50,7 +50,8 @@ def test_allowed_call_returns_the_tools_result(stack: RunningStack) -> None:
     assert decision["policy"]["reasons"][0]["code"] == "granted"
     assert decision["policy"]["policy_revision"]  # the bundle revision OPA reports
     assert decision["input"]["caller"]["sub"] == "test-client"
-    assert receipt["ok"] is True and receipt["output_sha256"]
+    assert receipt["ok"] is True
+    assert receipt["output_sha256"]
 
 
 def test_denied_call_is_403_with_policy_reasons(stack: RunningStack) -> None:
@@ -181,7 +182,8 @@ def test_tool_timeout_kills_the_tool_and_reports_it(stack: RunningStack) -> None
     assert body["error"]["type"] == "timeout"
     assert elapsed < 10  # the 1 s limit, not the 30 s nap
     receipt = stack.audit_rows(body["decision_id"])[-1]
-    assert receipt["kind"] == "receipt" and receipt["error"]["type"] == "timeout"
+    assert receipt["kind"] == "receipt"
+    assert receipt["error"]["type"] == "timeout"
 
 
 def test_output_over_the_cap_is_an_output_limit_error(stack: RunningStack) -> None:
