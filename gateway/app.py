@@ -26,6 +26,7 @@ from gateway.runner_client import RunnerClient
 from gateway.usage import UsageCounter
 from regate import crypto
 from regate.errors import RegateError, error_body, error_response
+from regate.grants import load_or_create_grant_key
 from regate.jsonbody import read_json_object
 from regate.middleware import RequestIdMiddleware, request_id
 from regate.settings import Address, Settings
@@ -68,7 +69,7 @@ def create_app(
             audit=audit,
             runner=RunnerClient(runner_http),
             usage=UsageCounter(),
-            grant_key=crypto.load_private_key(settings.gateway.grant_key),
+            grant_key=load_or_create_grant_key(settings.gateway.grant_key),
             grant_ttl_s=settings.gateway.grant_ttl_s,
         )
         log.info("gateway_started", listen=str(settings.gateway.listen))

@@ -171,21 +171,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-    private, public = write_key_pair(args.dir, args.name)
+    private, public = crypto.write_key_pair(args.dir, args.name)
     print(f"wrote {private} (keep secret) and {public}")
     return 0
-
-
-def write_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    private_jwk, public_jwk = crypto.generate_ec_key(name)
-    private_path = directory / f"{name}.private.jwk"
-    public_path = directory / f"{name}.jwks.json"
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(private_jwk, fh, indent=2)
-    crypto.write_jwks(public_path, [public_jwk])
-    return private_path, public_path
 
 
 def cmd_manifest_sign(args: argparse.Namespace) -> int:

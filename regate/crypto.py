@@ -8,6 +8,7 @@ Callers get our own `CryptoError`, never a library exception.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,19 @@ def load_jwks(path: Path, algorithms: Sequence[str] = ("ES256", "RS256")) -> Key
 
 def write_jwks(path: Path, public_keys: Sequence[Jwk]) -> None:
     path.write_text(json.dumps({"keys": list(public_keys)}, indent=2) + "\n")
+
+
+def write_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    """Write NAME.private.jwk (mode 0600) and NAME.jwks.json (public) into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    private_jwk, public_jwk = generate_ec_key(name)
+    private_path = directory / f"{name}.private.jwk"
+    public_path = directory / f"{name}.jwks.json"
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(private_jwk, fh, indent=2)
+    write_jwks(public_path, [public_jwk])
+    return private_path, public_path
 
 
 def _read_json(path: Path) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from regate import crypto
+from regate.grants import load_or_create_grant_key
 from regate.settings import Settings, load_settings
 
 DEMO_CALLER = "demo-client"
@@ -21,11 +22,9 @@ def key_name(jwks_file: Path) -> str:
 
 def ensure_key(jwks_file: Path) -> Path:
     """Create NAME.private.jwk beside NAME.jwks.json unless both exist; return the private one."""
-    from regate.cli import write_key_pair
-
     private = jwks_file.with_name(f"{key_name(jwks_file)}.private.jwk")
     if not (private.exists() and jwks_file.exists()):
-        write_key_pair(jwks_file.parent, key_name(jwks_file))
+        crypto.write_key_pair(jwks_file.parent, key_name(jwks_file))
     return private
 
 
@@ -37,7 +36,7 @@ def prepare_state(settings: Settings) -> None:
         ensure_key(issuer.jwks_file)
     # The gateway signs grants with state_dir/keys/gateway.private.jwk; the runner
     # trusts the public half (runner.grant_jwks, by default beside it).
-    ensure_key(settings.gateway.grant_key.with_name("gateway.jwks.json"))
+    load_or_create_grant_key(settings.gateway.grant_key)
     publisher = crypto.load_private_key(ensure_key(settings.manifests.publishers_jwks))
     settings.manifests.dir.mkdir(parents=True, exist_ok=True)
     for source in sorted(settings.runner.agents_dir.glob("*/manifest.json")):
@@ -108,3 +107,5 @@ def print_outcome(title: str, target: str, arguments: Any, response: httpx.Respo
         print(f"     result: {json.dumps(body.get('result') if body['ok'] else body['error'])}")
     else:
         print(f"     {error.get('code')}: {error.get('message')}")
+        for reason in error.get("reasons", []):
+            print(f"     reason {reason['code']}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from regate import crypto
@@ -32,6 +33,41 @@ class Grant:
     limits: Mapping[str, int | float]
     arguments_sha256: str
     expires_at: int
+
+
+def load_or_create_grant_key(private_path: Path) -> crypto.Jwk:
+    """The gateway's grant key; made on first start, with its public JWKS beside it."""
+    name = private_path.name.removesuffix(".private.jwk")
+    if not private_path.exists():
+        crypto.write_key_pair(private_path.parent, name)
+    return crypto.load_private_key(private_path)
+
+
+class GrantKeys:
+    """The runner's view of the gateway's public grant keys, re-read when the file changes.
+
+    Read on use rather than at start, so the runner can start before the gateway
+    has made its key, and picks up a rotated key without a restart.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
+        self._keys: crypto.KeySet | None = None
+
+    def current(self) -> crypto.KeySet:
+        try:
+            stat = self._path.stat()
+        except OSError as exc:
+            raise GrantError(f"no grant keys at {self._path} yet; start the gateway first") from exc
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if self._keys is None or stamp != self._stamp:
+            try:
+                self._keys = crypto.load_jwks(self._path, ["ES256"])
+            except crypto.CryptoError as exc:
+                raise GrantError(f"grant keys unusable: {exc}") from exc
+            self._stamp = stamp
+        return self._keys
 
 
 def issue_grant(

@@ -13,10 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from regate import crypto
 from regate.canonical import digest
 from regate.errors import NotFound, RegateError, error_response
-from regate.grants import Grant, GrantError, verify_grant
+from regate.grants import Grant, GrantError, GrantKeys, verify_grant
 from regate.jsonbody import read_json_object
 from regate.middleware import RequestIdMiddleware, request_id
 from regate.settings import RunnerSettings
@@ -46,7 +45,7 @@ class GrantReplayed(RegateError):
 @dataclass
 class RunnerState:
     settings: RunnerSettings
-    grant_keys: crypto.KeySet
+    grant_keys: GrantKeys
     registry: ToolRegistry
     sandbox: Sandbox
     replay: ReplayGuard
@@ -57,7 +56,7 @@ def create_app(settings: RunnerSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         state = RunnerState(
             settings=settings,
-            grant_keys=crypto.load_jwks(settings.grant_jwks, ["ES256"]),
+            grant_keys=GrantKeys(settings.grant_jwks),
             registry=stage_tools(settings.agents_dir, settings.work_dir),
             sandbox=Sandbox(settings.bwrap, settings.sandbox_uid, settings.sandbox_gid),
             replay=ReplayGuard(),
@@ -114,7 +113,7 @@ def _grant(request: Request, state: RunnerState) -> Grant:
     if scheme.lower() != "bearer" or not token:
         raise GrantRequired("send the gateway's execution grant as 'Authorization: Bearer'")
     try:
-        return verify_grant(token.strip(), state.grant_keys)
+        return verify_grant(token.strip(), state.grant_keys.current())
     except GrantError as exc:
         log.warning("grant_rejected", reason=str(exc))
         raise GrantRejected(str(exc)) from exc

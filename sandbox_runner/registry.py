@@ -66,7 +66,8 @@ def stage_tools(agents_dir: Path, work_dir: Path) -> ToolRegistry:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    _require_traversable(root)
+    if os.geteuid() == 0:  # tools run as the sandbox uid, not as us
+        _require_traversable(root)
     registry = ToolRegistry(root=root)
     for manifest_path in sorted(agents_dir.glob("*/manifest.json")):
         source = manifest_path.parent
