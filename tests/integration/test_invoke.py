@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
-from conftest import RunningStack
+from conftest import REPO, RunningStack
 
 from regate import crypto
 
@@ -50,6 +51,9 @@ def test_allowed_call_returns_the_tools_result(stack: RunningStack) -> None:
     assert decision["policy"]["reasons"][0]["code"] == "granted"
     assert decision["policy"]["policy_revision"]  # the bundle revision OPA reports
     assert decision["input"]["caller"]["sub"] == "test-client"
+    # The input the gateway sent matches the schema policies are type-checked against.
+    schema = json.loads((REPO / "policies" / "schema" / "input.json").read_text())
+    jsonschema.validators.validator_for(schema)(schema).validate(decision["input"])
     assert receipt["ok"] is True
     assert receipt["output_sha256"]
 
