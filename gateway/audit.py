@@ -29,7 +29,7 @@ log = structlog.get_logger("regate.audit")
 GENESIS = "0" * 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_log (
-    seq          INTEGER PRIMARY KEY,
+    seq          INTEGER PRIMARY KEY CHECK (seq > 0),
     kind         TEXT NOT NULL,
     decision_id  TEXT NOT NULL,
     recorded_at  TEXT NOT NULL,
@@ -126,11 +126,13 @@ class AuditStore:
         self._conn.close()
 
 
-def iter_records(conn: sqlite3.Connection, *, after: int = 0) -> Iterator[AuditRecord]:
-    rows = conn.execute(
-        "SELECT seq, kind, decision_id, recorded_at, body, prev_hash, hash"
-        " FROM audit_log WHERE seq > ? ORDER BY seq",
-        (after,),
+def iter_records(conn: sqlite3.Connection, *, after: int | None = None) -> Iterator[AuditRecord]:
+    """Records in `seq` order; all of them (whatever their seq) unless `after` is given."""
+    query = "SELECT seq, kind, decision_id, recorded_at, body, prev_hash, hash FROM audit_log"
+    rows = (
+        conn.execute(query + " ORDER BY seq")
+        if after is None
+        else conn.execute(query + " WHERE seq > ? ORDER BY seq", (after,))
     )
     for seq, kind, decision_id, recorded_at, body, prev_hash, digest in rows:
         yield AuditRecord(seq, kind, decision_id, recorded_at, json.loads(body), prev_hash, digest)

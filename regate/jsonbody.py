@@ -25,14 +25,28 @@ def _no_constants(name: str) -> Any:
     raise BadRequest(f"{name} is not valid JSON; send a finite number")
 
 
-def _depth(value: Any, level: int = 0) -> int:
+def _check(value: Any, level: int = 0) -> None:
+    """Nesting within MAX_DEPTH, and every string encodable as UTF-8."""
     if level > MAX_DEPTH:
         raise BadRequest(f"JSON nesting is deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level)
-    return level
+        for key, item in value.items():
+            _check_text(key)
+            _check(item, level + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check(item, level + 1)
+    elif isinstance(value, str):
+        _check_text(value)
+
+
+def _check_text(text: str) -> None:
+    # json.loads accepts "\ud800", a lone surrogate no UTF-8 encoder (OPA's
+    # request, the audit record) can write: refuse it here, once.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest("a JSON string holds a lone UTF-16 surrogate escape") from exc
 
 
 def parse_json(raw: bytes) -> Any:
@@ -46,7 +60,7 @@ def parse_json(raw: bytes) -> Any:
         raise BadRequest(f"JSON nesting is deeper than {MAX_DEPTH} levels") from exc
     except ValueError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    _depth(value)
+    _check(value)
     return value
 
 

@@ -135,8 +135,6 @@ def verify_manifest(
     if expires is not None and _parse_time(expires) <= now:
         raise ManifestError(f"manifest expired at {expires}; ask the publisher to re-sign it")
     tools = {t["name"]: _tool(t) for t in document["tools"]}
-    if len(tools) != len(document["tools"]):
-        raise ManifestError("two tools share a name")
     return SignedManifest(
         agent_id=document["agent_id"],
         version=document["version"],
@@ -152,6 +150,9 @@ def _check_shape(document: Mapping[str, Any]) -> None:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ManifestError(f"manifest field {where}: {error.message}")
+    names = [tool["name"] for tool in document["tools"]]
+    if len(set(names)) != len(names):
+        raise ManifestError(f"tool names must be unique; got {names}")
     for tool in document["tools"]:
         try:
             Draft202012Validator.check_schema(tool["input_schema"])

@@ -45,7 +45,7 @@ def opa_version(binary: str) -> str:
 
 
 def sidecar_argv(binary: str, listen: Address, policies_dir: Path) -> list[str]:
-    addr = f"unix://{listen.uds}" if listen.uds else f"{listen.host}:{listen.port}"
+    addr = f"unix://{listen.uds}" if listen.uds else listen.host_port
     return [
         binary,
         "run",

@@ -31,20 +31,32 @@ class Address:
 
     @classmethod
     def parse(cls, value: str, key: str, base: Path) -> Address:
+        expected = (
+            f"{key} = {value!r}: expected 'host:port', 'http://host:port' or 'unix:/path.sock'"
+        )
         if value.startswith("unix:"):
+            if not value.removeprefix("unix:"):
+                raise ConfigError(expected)
             return cls(uds=_path(value.removeprefix("unix:"), base))
-        value = value.removeprefix("http://")
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"{key} = {value!r}: expected 'host:port' or 'unix:/path/to.sock'")
+        host, sep, port = value.removeprefix("http://").rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # [::1]:8181
+        elif ":" in host:
+            raise ConfigError(expected + " (write IPv6 hosts in brackets, e.g. '[::1]:8181')")
+        if not sep or not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(expected)
         return cls(host=host, port=int(port))
 
     @property
+    def host_port(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
     def base_url(self) -> str:
-        return "http://localhost" if self.uds else f"http://{self.host}:{self.port}"
+        return "http://localhost" if self.uds else f"http://{self.host_port}"
 
     def __str__(self) -> str:
-        return f"unix:{self.uds}" if self.uds else f"http://{self.host}:{self.port}"
+        return f"unix:{self.uds}" if self.uds else f"http://{self.host_port}"
 
 
 @dataclass(frozen=True)
