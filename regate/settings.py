@@ -97,7 +97,9 @@ class RunnerSettings:
     url: Address  # where the gateway reaches the runner
     listen: Address  # where the runner listens
     agents_dir: Path
-    work_dir: Path  # the runner's staged copy of tools, readable by the sandbox uid
+    # The runner's staged copy of the tools, readable by the sandbox uid. None: a
+    # fresh private temp dir per runner start, removed when the runner stops.
+    work_dir: Path | None
     grant_jwks: Path
     timeout_s: float = 60.0
     bwrap: str = "bwrap"
@@ -163,7 +165,7 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
         url=Address.parse(_str(rn, "runner.url"), "runner.url", base),
         listen=Address.parse(_str(rn, "runner.listen"), "runner.listen", base),
         agents_dir=_path(_str(rn, "runner.agents_dir"), base),
-        work_dir=_path(_str(rn, "runner.work_dir", str(state_dir / "runner")), base),
+        work_dir=_path(_str(rn, "runner.work_dir"), base) if rn.get("work_dir") else None,
         grant_jwks=_path(
             _str(rn, "runner.grant_jwks", str(state_dir / "keys" / "gateway.jwks.json")), base
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from regate.jsonbody import read_json_object
 from regate.middleware import RequestIdMiddleware, request_id
 from regate.settings import RunnerSettings
 from sandbox_runner.bwrap import Limits, Sandbox, run_tool
-from sandbox_runner.registry import ToolRegistry, stage_tools
+from sandbox_runner.registry import ToolRegistry, make_work_dir, stage_tools
 from sandbox_runner.replay import ReplayGuard
 
 log = structlog.get_logger("regate.runner")
@@ -54,10 +55,11 @@ class RunnerState:
 def create_app(settings: RunnerSettings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        work_dir = settings.work_dir or make_work_dir()
         state = RunnerState(
             settings=settings,
             grant_keys=GrantKeys(settings.grant_jwks),
-            registry=stage_tools(settings.agents_dir, settings.work_dir),
+            registry=stage_tools(settings.agents_dir, work_dir),
             sandbox=Sandbox(settings.bwrap, settings.sandbox_uid, settings.sandbox_gid),
             replay=ReplayGuard(),
         )
@@ -65,8 +67,12 @@ def create_app(settings: RunnerSettings) -> Starlette:
             state.sandbox.resolve()
         except RegateError as exc:
             log.error("sandbox_unavailable", message=exc.message)  # keep serving health
-        log.info("runner_started", listen=str(settings.listen))
-        yield {"runner": state}
+        log.info("runner_started", listen=str(settings.listen), work_dir=str(work_dir))
+        try:
+            yield {"runner": state}
+        finally:
+            if settings.work_dir is None:
+                shutil.rmtree(work_dir, ignore_errors=True)
 
     return Starlette(
         routes=[

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,14 @@ class ToolRegistry:
             health.successes += 1
         else:
             health.errors += 1
+
+
+def make_work_dir() -> Path:
+    """A fresh staging dir of our own: unique, owned by us, and reachable by the
+    sandbox uid (/tmp is world-searchable, which a checkout under /root is not)."""
+    path = Path(tempfile.mkdtemp(prefix="regate-runner-"))
+    path.chmod(0o755)
+    return path
 
 
 def stage_tools(agents_dir: Path, work_dir: Path) -> ToolRegistry:

@@ -112,7 +112,7 @@ def test_relative_paths_resolve_against_the_config_directory(
     assert settings.gateway.state_dir == base / "state"
     assert settings.runner.url.uds == base / "state" / "run" / "runner.sock"
     assert settings.runner.agents_dir == base / "agents"
-    assert settings.runner.work_dir == base / "state" / "runner"
+    assert settings.runner.work_dir is None  # a fresh temp dir per runner start
     assert settings.runner.grant_jwks == base / "state" / "keys" / "gateway.jwks.json"
     assert settings.manifests.dir == base / "state" / "manifests"
     assert settings.issuers[0].jwks_file == base / "keys" / "issuer.jwks.json"
