@@ -41,3 +41,22 @@ def test_sidecar_argv(listen: str, addr: str) -> None:
     assert option(argv, "--bundle") == str(POLICIES)
     assert "--watch" in argv
     assert "--skip-version-check" in argv
+
+
+def test_missing_or_wrong_opa_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fake `opa` of the wrong version on PATH, none in the repo, none in $REGATE_OPA.
+    fake = tmp_path / "opa"
+    fake.write_text("#!/bin/sh\necho 'Version: 0.1.0'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(opa, "REPO_ROOT", tmp_path / "nowhere")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("REGATE_OPA", raising=False)
+    with pytest.raises(
+        opa.OpaNotFound, match=r"make setup.*go install github.com/open-policy-agent/opa@v"
+    ):
+        opa.find_opa()
+    monkeypatch.setenv("REGATE_OPA", str(fake))
+    with pytest.raises(opa.OpaNotFound):
+        opa.find_opa()  # the wrong version is never used
