@@ -119,7 +119,7 @@ def cmd_runner(args: argparse.Namespace) -> int:
 
     configure_logging()
     settings = load_settings(args.config)
-    serve(create_app(settings.runner), settings.runner.listen)
+    serve(create_app(settings.runner, settings.manifests), settings.runner.listen)
     return 0
 
 

@@ -105,6 +105,12 @@ class RunnerSettings:
     bwrap: str = "bwrap"
     sandbox_uid: int = 65534
     sandbox_gid: int = 65534
+    # Ceilings no grant can exceed, and how many tools run at once.
+    max_timeout_s: float = 60.0
+    max_memory_mb: int = 1024
+    max_output_kb: int = 1024
+    max_pids: int = 64
+    max_concurrent: int = 4
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,11 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
         bwrap=_str(rn, "runner.bwrap", "bwrap"),
         sandbox_uid=_int(rn, "runner.sandbox_uid", 65534, low=1, high=2**31),
         sandbox_gid=_int(rn, "runner.sandbox_gid", 65534, low=1, high=2**31),
+        max_timeout_s=_float(rn, "runner.max_timeout_s", 60.0, low=0.1, high=3600),
+        max_memory_mb=_int(rn, "runner.max_memory_mb", 1024, low=16, high=1 << 20),
+        max_output_kb=_int(rn, "runner.max_output_kb", 1024, low=1, high=1 << 20),
+        max_pids=_int(rn, "runner.max_pids", 64, low=1, high=4096),
+        max_concurrent=_int(rn, "runner.max_concurrent", 4, low=1, high=256),
     )
 
     mf = _table(raw, "manifests")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,18 +16,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from regate import crypto
 from regate.canonical import digest
 from regate.errors import NotFound, RegateError, error_response
 from regate.grants import Grant, GrantError, GrantKeys, verify_grant
 from regate.jsonbody import read_json_object
+from regate.manifest_dir import load_manifest_dir
 from regate.middleware import RequestIdMiddleware, request_id
-from regate.settings import RunnerSettings
-from sandbox_runner.bwrap import Limits, Sandbox, run_tool
-from sandbox_runner.registry import ToolRegistry, make_work_dir, stage_tools
+from regate.settings import ManifestSettings, RunnerSettings
+from sandbox_runner import cgroups
+from sandbox_runner.bwrap import Sandbox, SandboxUnavailable, run_tool
+from sandbox_runner.limits import Limits
+from sandbox_runner.redact import redact
+from sandbox_runner.registry import ToolHealth, ToolRegistry, build_registry, make_work_dir
 from sandbox_runner.replay import ReplayGuard
 
 log = structlog.get_logger("regate.runner")
 MAX_BODY_BYTES = 1024 * 1024
+MAX_GRANT_LIFETIME_S = 300
 
 
 class GrantRequired(RegateError):
@@ -43,31 +51,58 @@ class GrantReplayed(RegateError):
     code = "grant_replayed"
 
 
+class ToolUnavailable(RegateError):
+    status = 503
+    code = "tool_unavailable"
+
+
 @dataclass
 class RunnerState:
     settings: RunnerSettings
     grant_keys: GrantKeys
     registry: ToolRegistry
     sandbox: Sandbox
+    ceiling: Limits
     replay: ReplayGuard
+    slots: asyncio.Semaphore
 
 
-def create_app(settings: RunnerSettings) -> Starlette:
+def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         work_dir = settings.work_dir or make_work_dir()
+        verified, _ = load_manifest_dir(manifests.dir, crypto.load_jwks(manifests.publishers_jwks))
+        ceiling = Limits(
+            settings.max_timeout_s,
+            settings.max_memory_mb,
+            settings.max_output_kb,
+            settings.max_pids,
+        )
         state = RunnerState(
             settings=settings,
             grant_keys=GrantKeys(settings.grant_jwks),
-            registry=stage_tools(settings.agents_dir, work_dir),
-            sandbox=Sandbox(settings.bwrap, settings.sandbox_uid, settings.sandbox_gid),
+            registry=build_registry(verified, settings.agents_dir, work_dir),
+            sandbox=Sandbox(
+                settings.bwrap,
+                settings.sandbox_uid,
+                settings.sandbox_gid,
+                cgroups=cgroups.detect(),
+                nproc_budget=settings.max_concurrent * (settings.max_pids + 8),
+            ),
+            ceiling=ceiling,
             replay=ReplayGuard(),
+            slots=asyncio.Semaphore(settings.max_concurrent),
         )
         try:
             state.sandbox.resolve()
         except RegateError as exc:
             log.error("sandbox_unavailable", message=exc.message)  # keep serving health
-        log.info("runner_started", listen=str(settings.listen), work_dir=str(work_dir))
+        log.info(
+            "runner_started",
+            listen=str(settings.listen),
+            work_dir=str(work_dir),
+            sandbox=state.sandbox.describe(),
+        )
         try:
             yield {"runner": state}
         finally:
@@ -94,19 +129,33 @@ async def run(request: Request) -> Response:
     arguments = body.get("arguments")
     if not isinstance(arguments, dict) or digest(arguments) != grant.arguments_sha256:
         raise GrantRejected("the arguments are not the ones the grant was issued for")
+    tool = _tool(state, grant)
     if not state.replay.first_use(grant.decision_id, grant.expires_at):
         raise GrantReplayed("this grant was already used; each grant runs exactly one call")
-    tool_dir = state.registry.agent_dir(grant.agent_id)
-    if tool_dir is None:
-        raise NotFound(f"this runner has no tools for agent {grant.agent_id!r}")
-    outcome = await run_tool(
-        state.sandbox, tool_dir, grant.entrypoint, arguments, Limits.from_grant(grant.limits)
-    )
-    state.registry.count(grant.agent_id, grant.tool, outcome.ok)
+    try:
+        limits = Limits.from_grant(grant.limits, state.ceiling)
+    except ValueError as exc:
+        raise GrantRejected(f"the grant's limits are unusable: {exc}") from exc
+
+    started = time.perf_counter()
+    async with state.slots:
+        outcome = await run_tool(
+            state.sandbox,
+            state.registry.agent_dir(grant.agent_id),
+            tool.spec.entrypoint,
+            arguments,
+            limits,
+        )
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    state.registry.record(tool, outcome.ok, outcome.error, duration_ms)
+    if outcome.ok:
+        filtered = redact(outcome.result)
+        outcome.result = filtered.value
+        outcome.metrics["redactions"] = filtered.count
     log.info(
         "tool_run",
         decision_id=grant.decision_id,
-        tool=f"{grant.agent_id}.{grant.tool}",
+        tool=tool.name,
         ok=outcome.ok,
         error=outcome.error,
         metrics=outcome.metrics,
@@ -119,15 +168,36 @@ def _grant(request: Request, state: RunnerState) -> Grant:
     if scheme.lower() != "bearer" or not token:
         raise GrantRequired("send the gateway's execution grant as 'Authorization: Bearer'")
     try:
-        return verify_grant(token.strip(), state.grant_keys.current())
+        grant = verify_grant(token.strip(), state.grant_keys.current())
     except GrantError as exc:
         log.warning("grant_rejected", reason=str(exc))
         raise GrantRejected(str(exc)) from exc
+    if grant.expires_at - time.time() > MAX_GRANT_LIFETIME_S:
+        raise GrantRejected(f"grants may live at most {MAX_GRANT_LIFETIME_S} s")
+    return grant
+
+
+def _tool(state: RunnerState, grant: Grant) -> ToolHealth:
+    """The registry's tool for this grant; the grant must name its verified entrypoint."""
+    tool = state.registry.get(grant.agent_id, grant.tool)
+    if tool is None:
+        raise NotFound(f"this runner has no verified tool {grant.agent_id}.{grant.tool}")
+    if tuple(grant.entrypoint) != tool.spec.entrypoint:
+        raise GrantRejected("the grant's entrypoint is not the one in the verified manifest")
+    if tool.state == "unavailable":
+        raise ToolUnavailable(f"tool {tool.name} cannot run: {tool.detail}")
+    return tool
 
 
 async def list_tools(request: Request) -> Response:
     state: RunnerState = request.state.runner
-    return JSONResponse({"tools": [t.as_json() for t in state.registry.tools.values()]})
+    return JSONResponse(
+        {
+            "sandbox": state.sandbox.describe(),
+            "summary": state.registry.summary(),
+            "tools": [t.as_json() for t in state.registry.tools.values()],
+        }
+    )
 
 
 async def get_tool(request: Request) -> Response:
@@ -146,3 +216,6 @@ async def _error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RegateError)
     log.info("request_refused", code=exc.code, status=exc.status, message=exc.message)
     return error_response(exc, request_id(request))
+
+
+__all__ = ["SandboxUnavailable", "create_app"]

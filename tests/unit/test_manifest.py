@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.agents import MAX_MANIFEST_BYTES, AgentRegistry, load_agents
+from gateway.agents import AgentRegistry, load_agents
 from gateway.errors import AgentNotFound, ToolNotFound
 from regate import crypto
 from regate.canonical import canonical_json, sha256_hex
@@ -24,6 +24,7 @@ from regate.manifest import (
     sign_manifest,
     verify_manifest,
 )
+from regate.manifest_dir import MAX_MANIFEST_BYTES
 
 Document = dict[str, Any]
 

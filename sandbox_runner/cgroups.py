@@ -1,0 +1,189 @@
+"""Per-call cgroups for memory and process limits, on cgroup v2 or v1, when offered.
+
+bubblewrap gives namespaces, not limits. Where the machine lets the runner create
+cgroups (it is root, and the memory and pids controllers are mounted, v1 or v2),
+every call gets its own group under the runner's own: `memory` caps resident
+memory (the OOM killer ends the tool), `pids` caps processes, and at the end every
+process still in the group is killed and the group removed. Where cgroups are not
+available the runner says so at start and relies on rlimits alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("regate.runner.cgroups")
+ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    """Where to make per-call groups: one parent dir per controller (v1) or one (v2)."""
+
+    version: int
+    memory_parent: Path
+    pids_parent: Path
+
+    def describe(self) -> str:
+        return f"cgroup v{self.version} (memory, pids)"
+
+
+def detect(root: Path = ROOT) -> CgroupSupport | None:
+    """The cgroup setup this runner can use, or None (with the reason logged)."""
+    if os.geteuid() != 0:
+        log.warning("cgroups_unavailable", reason="the runner is not root")
+        return None
+    own = _own_cgroups()
+    v2 = _detect_v2(root, own.get(""))
+    if v2 is not None:
+        return v2
+    memory, pids = own.get("memory"), own.get("pids")
+    if memory is not None and pids is not None:
+        memory_parent = root / "memory" / memory.lstrip("/") / "regate"
+        pids_parent = root / "pids" / pids.lstrip("/") / "regate"
+        if _make_parent(memory_parent) and _make_parent(pids_parent):
+            return CgroupSupport(1, memory_parent, pids_parent)
+    log.warning("cgroups_unavailable", reason="no writable memory and pids controllers")
+    return None
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller -> our path, from /proc/self/cgroup ('' is the v2 unified entry)."""
+    groups: dict[str, str] = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for name in controllers.split(",") if controllers else [""]:
+            groups[name.removeprefix("name=")] = path
+    return groups
+
+
+def _detect_v2(root: Path, own: str | None) -> CgroupSupport | None:
+    for mount in (root, root / "unified"):
+        controllers = mount / "cgroup.controllers"
+        if own is None or not controllers.exists():
+            continue
+        # A v2 group can hand controllers to children only from a group with no
+        # processes of its own, so ours gets a sibling-free leaf: <own>/regate.
+        parent = mount / own.lstrip("/") / "regate"
+        if not _make_parent(parent):
+            continue
+        available = (parent / "cgroup.controllers").read_text().split()
+        if {"memory", "pids"} <= set(available):
+            with contextlib.suppress(OSError):
+                (parent / "cgroup.subtree_control").write_text("+memory +pids")
+            if {"memory", "pids"} <= set((parent / "cgroup.subtree_control").read_text().split()):
+                return CgroupSupport(2, parent, parent)
+    return None
+
+
+def _make_parent(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK)
+
+
+@dataclass
+class CallCgroup:
+    """The groups of one call: made before the sandbox starts, removed after."""
+
+    support: CgroupSupport
+    memory_dir: Path
+    pids_dir: Path
+
+    @classmethod
+    def create(cls, support: CgroupSupport, memory_mb: int, pids: int) -> CallCgroup:
+        name = f"call-{uuid.uuid4().hex[:12]}"
+        memory_dir, pids_dir = support.memory_parent / name, support.pids_parent / name
+        memory_dir.mkdir()
+        if pids_dir != memory_dir:
+            pids_dir.mkdir()
+        group = cls(support, memory_dir, pids_dir)
+        limit = str(memory_mb * 1024 * 1024)
+        if support.version == 2:
+            (memory_dir / "memory.max").write_text(limit)
+            swap = memory_dir / "memory.swap.max"
+            if swap.exists():
+                swap.write_text("0")
+        else:
+            (memory_dir / "memory.limit_in_bytes").write_text(limit)
+            with contextlib.suppress(OSError):  # absent without swap accounting
+                (memory_dir / "memory.memsw.limit_in_bytes").write_text(limit)
+        (pids_dir / "pids.max").write_text(str(pids))
+        return group
+
+    def proc_files(self) -> list[str]:
+        """The `cgroup.procs` files the child writes itself into before exec."""
+        files = {self.memory_dir / "cgroup.procs", self.pids_dir / "cgroup.procs"}
+        return sorted(str(f) for f in files)
+
+    def memory_hit(self) -> bool:
+        if self.support.version == 2:
+            events = _keyed(self.memory_dir / "memory.events")
+            return events.get("oom_kill", 0) > 0 or events.get("max", 0) > 0
+        return _int(self.memory_dir / "memory.failcnt") > 0
+
+    def pids_hit(self) -> bool:
+        return _keyed(self.pids_dir / "pids.events").get("max", 0) > 0
+
+    def kill_all(self) -> None:
+        """SIGKILL every process left in the call's groups (daemons, orphans)."""
+        if self.support.version == 2 and (self.memory_dir / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                (self.memory_dir / "cgroup.kill").write_text("1")
+        for _ in range(50):
+            pids = self.members()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def members(self) -> set[int]:
+        members: set[int] = set()
+        for directory in {self.memory_dir, self.pids_dir}:
+            with contextlib.suppress(OSError):
+                text = (directory / "cgroup.procs").read_text()
+                members.update(int(p) for p in text.split())
+        return members
+
+    def remove(self) -> None:
+        self.kill_all()
+        for directory in {self.memory_dir, self.pids_dir}:
+            for _ in range(50):
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # still emptying after the kill
+                    time.sleep(0.01)
+            else:
+                log.warning("cgroup_not_removed", path=str(directory))
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                values[key] = int(value)
+    return values
+
+
+def _int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0

@@ -1,0 +1,33 @@
+"""The limits one call runs under: the grant's, never above the runner's own maximums."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float
+    memory_mb: int
+    output_kb: int
+    pids: int
+
+    @classmethod
+    def from_grant(cls, raw: Mapping[str, int | float], ceiling: Limits) -> Limits:
+        """The grant's limits (the manifest's, tightened by policy), capped by `ceiling`.
+
+        A limit the grant does not name takes the ceiling; a bad value is refused.
+        """
+        values: dict[str, int | float] = {}
+        for f in fields(cls):
+            cap = getattr(ceiling, f.name)
+            value = raw.get(f.name, cap)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"limit {f.name} must be a positive number, got {value!r}")
+            values[f.name] = type(cap)(min(value, cap))
+        return cls(**values)  # type: ignore[arg-type]
+
+
+# What no grant can exceed unless the operator raises it in [runner].
+DEFAULT_CEILING = Limits(timeout_s=60.0, memory_mb=1024, output_kb=1024, pids=64)

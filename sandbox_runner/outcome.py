@@ -1,0 +1,90 @@
+"""What a sandboxed run comes to: a result, or one error type with an actionable message."""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox_runner.limits import Limits
+
+
+@dataclass
+class RunOutcome:
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"ok": self.ok, "metrics": self.metrics}
+        if self.ok:
+            body["result"] = self.result
+        else:
+            body["error"] = self.error
+        return body
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the runner saw of one run."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    output_over_cap: bool
+    memory_hit: bool = False
+    pids_hit: bool = False
+
+
+def classify(limits: Limits, seen: Observed, metrics: dict[str, Any]) -> RunOutcome:
+    def fail(kind: str, message: str) -> RunOutcome:
+        return RunOutcome(ok=False, error={"type": kind, "message": message}, metrics=metrics)
+
+    rc = seen.returncode
+    sig = -rc if rc < 0 else rc - 128 if rc > 128 else 0
+    tail = seen.stderr.decode("utf-8", "replace").strip()[-500:]
+    if seen.timed_out:
+        return fail(
+            "timeout",
+            f"the tool ran past its {limits.timeout_s:g} s timeout and was killed with every"
+            " process it started; make it faster or ask for a longer timeout_s",
+        )
+    if seen.output_over_cap:
+        return fail(
+            "output_limit",
+            f"the tool wrote more than {limits.output_kb} KiB to stdout and was stopped;"
+            " return less, or raise output_kb in its manifest",
+        )
+    if sig == signal.SIGXCPU:
+        return fail("cpu_limit", "the tool used up its CPU time and was stopped")
+    if sig == signal.SIGXFSZ:
+        return fail("file_size_limit", "the tool wrote a file larger than the sandbox allows")
+    if seen.memory_hit or (rc != 0 and ("MemoryError" in tail or "Cannot allocate" in tail)):
+        return fail(
+            "memory_limit",
+            f"the tool ran out of its {limits.memory_mb} MiB of memory; raise memory_mb in"
+            " its manifest if it really needs more",
+        )
+    if seen.pids_hit and rc != 0:
+        return fail(
+            "pids_limit", f"the tool tried to run more than {limits.pids} processes at once"
+        )
+    if sig:
+        return fail("crashed", f"the tool was killed by signal {_signal_name(sig)}")
+    if rc != 0:
+        return fail("tool_error", f"the tool exited with status {rc}: {tail or 'no stderr'}")
+    try:
+        result = json.loads(seen.stdout)
+    except ValueError:
+        return fail("invalid_output", "the tool's stdout was not one JSON value (UTF-8)")
+    return RunOutcome(ok=True, result=result, metrics=metrics)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
