@@ -19,6 +19,7 @@ from jsonschema.validators import Draft202012Validator
 
 from regate import crypto
 from regate.canonical import canonical_json, sha256_hex
+from regate.descriptions import Flag, check_tool_text
 
 MANIFEST_TYP = "regate-manifest+jws"
 NAME_PATTERN = "^[a-z][a-z0-9_-]{0,62}$"
@@ -95,6 +96,8 @@ class ToolSpec:
     entrypoint: tuple[str, ...]
     limits: Mapping[str, int | float]
     permissions: tuple[str, ...]
+    # Hidden-instruction findings in the description or input schema (regate/descriptions.py).
+    flags: tuple[Flag, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,4 +183,5 @@ def _tool(raw: Mapping[str, Any]) -> ToolSpec:
         entrypoint=tuple(raw["entrypoint"]),
         limits={**DEFAULT_LIMITS, **raw.get("limits", {})},
         permissions=tuple(raw.get("permissions", ["net:none"])),
+        flags=check_tool_text(raw["description"], raw["input_schema"]),
     )
