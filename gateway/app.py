@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,12 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.agents import load_agents
+from gateway.agents import AgentRegistry, load_agents
+from gateway.arguments import extract_arguments
 from gateway.audit import AuditStore
 from gateway.auth import TokenVerifier, load_issuers
 from gateway.pipeline import Call, Pipeline
 from gateway.policy import PolicyClient
-from gateway.policy_input import RequestFacts
+from gateway.request_facts import request_facts
 from gateway.runner_client import RunnerClient
 from gateway.usage import UsageCounter
 from regate import crypto
@@ -72,6 +72,7 @@ def create_app(
             grant_key=load_or_create_grant_key(settings.gateway.grant_key),
             grant_ttl_s=settings.gateway.grant_ttl_s,
         )
+        log_flagged_tools(pipeline.agents)
         log.info("gateway_started", listen=str(settings.gateway.listen))
         try:
             yield {"pipeline": pipeline, "settings": settings}
@@ -92,25 +93,32 @@ def create_app(
     )
 
 
+def log_flagged_tools(agents: AgentRegistry) -> None:
+    """Say which tools are withheld for their descriptions (regate/descriptions.py)."""
+    for agent in agents.agents.values():
+        for tool in agent.tools.values():
+            if tool.flags:
+                log.warning(
+                    "tool_description_flagged",
+                    agent_id=agent.agent_id,
+                    tool=tool.name,
+                    reasons=[{"code": f.code, "message": f.message} for f in tool.flags],
+                )
+
+
 async def invoke(request: Request) -> Response:
     pipeline: Pipeline = request.state.pipeline
     settings: Settings = request.state.settings
 
-    async def read_body() -> dict[str, Any]:
-        return await read_json_object(request, settings.gateway.max_body_bytes)
+    async def read_arguments() -> dict[str, Any]:
+        return extract_arguments(await read_json_object(request, settings.gateway.max_body_bytes))
 
     call = Call(
         agent_id=request.path_params["agent_id"],
         tool=request.path_params["tool"],
         authorization=request.headers.get("authorization"),
-        read_body=read_body,
-        request=RequestFacts(
-            id=request_id(request),
-            time=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            source_ip=request.client.host if request.client else "",
-            method=request.method,
-            path=request.url.path,
-        ),
+        read_arguments=read_arguments,
+        request=request_facts(request),
     )
     return JSONResponse(await pipeline.invoke(call))
 

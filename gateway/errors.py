@@ -34,6 +34,12 @@ class ToolNotFound(NotFound):
     code = "tool_not_found"
 
 
+class ToolFlagged(NotFound):
+    """The tool's description hides something (regate/descriptions.py): not offered, not run."""
+
+    code = "tool_flagged"
+
+
 class InvalidArguments(RegateError):
     status = 422
     code = "invalid_arguments"

@@ -5,7 +5,9 @@ log the decision (durably) → forward to the runner with a grant → log the re
 
 Every step returns the next value or raises a `RegateError`. Whatever happens, the
 call leaves exactly one decision record; an allowed call also leaves a receipt
-chained after it. Transport (HTTP parsing, clients) lives elsewhere.
+chained after it. Both transports, `POST /v1/invoke` and MCP's `tools/call`, come
+through here; they differ only in how they read the arguments (`Call`).
+Transport (HTTP parsing, JSON-RPC, clients) lives elsewhere.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.agents import AgentRegistry
-from gateway.arguments import extract_arguments, validate_arguments
+from gateway.arguments import validate_arguments
 from gateway.audit import AuditStore
 from gateway.auth import Caller, TokenVerifier
-from gateway.errors import PolicyDenied
+from gateway.errors import PolicyDenied, ToolFlagged
 from gateway.policy import Decision, PolicyClient
 from gateway.policy_input import RequestFacts, build_policy_input
 from gateway.runner_client import RunnerClient
@@ -30,16 +32,22 @@ from regate import crypto
 from regate.canonical import digest
 from regate.errors import RegateError
 from regate.grants import issue_grant
+from regate.manifest import ToolSpec
 
 
 @dataclass(frozen=True)
 class Call:
-    """One `POST /v1/invoke/{agent_id}/{tool}` as the transport saw it."""
+    """One tool call as its transport saw it: `/v1/invoke` or an MCP `tools/call`.
+
+    `read_arguments` returns the call's arguments object or raises (`BadRequest`,
+    `PayloadTooLarge`, ...); it runs after authentication, so an anonymous caller
+    never gets a body parsed. `request.path` says which transport carried the call.
+    """
 
     agent_id: str
     tool: str
     authorization: str | None
-    read_body: Callable[[], Awaitable[dict[str, Any]]]
+    read_arguments: Callable[[], Awaitable[dict[str, Any]]]
     request: RequestFacts
 
 
@@ -110,8 +118,8 @@ class Pipeline:
         try:
             with trail.stage("authenticate"):
                 trail.caller = caller = self.verifier.authenticate(call.authorization)
-            with trail.stage("read_body"):
-                arguments = extract_arguments(await call.read_body())
+            with trail.stage("read_arguments"):
+                arguments = await call.read_arguments()
             with trail.stage("resolve"):
                 agent, tool = self.agents.resolve(call.agent_id, call.tool)
                 trail.target = {
@@ -120,6 +128,7 @@ class Pipeline:
                     "manifest_sha256": agent.sha256,
                     "publisher": agent.publisher,
                 }
+                refuse_flagged(agent.agent_id, tool)
             with trail.stage("validate"):
                 validate_arguments(tool.input_schema, arguments)
             trail.policy_input = build_policy_input(
@@ -173,6 +182,11 @@ class Pipeline:
             "metrics": result.get("metrics", {}),
         }
 
+    async def refuse(self, call: Call, exc: RegateError, caller: Caller | None = None) -> None:
+        """Record a call its transport refused before it could come in (e.g. an MCP
+        `tools/call` on an unknown session), so that it too leaves its one record."""
+        await self._refused(Trail(decision_id=str(uuid.uuid4()), call=call, caller=caller), exc)
+
     async def _refused(self, trail: Trail, exc: RegateError) -> None:
         exc.details["decision_id"] = trail.decision_id
         outcome = "deny" if exc.status < 500 else "error"
@@ -180,6 +194,20 @@ class Pipeline:
             "decision",
             trail.decision_id,
             trail.record(outcome=outcome, status=exc.status, code=exc.code, message=exc.message),
+        )
+
+
+def refuse_flagged(agent_id: str, tool: ToolSpec) -> None:
+    """A tool whose description hides something is not approved, so not callable.
+
+    Interim rule until admins approve manifests (issues 4 and 7): see docs/mcp.md.
+    """
+    if tool.flags:
+        raise ToolFlagged(
+            f"tool {tool.name!r} of agent {agent_id!r} is withheld: its description was"
+            f" flagged ({'; '.join(f.message for f in tool.flags)}); the publisher must fix"
+            " it and re-sign the manifest",
+            flags=[{"code": f.code, "message": f.message} for f in tool.flags],
         )
 
 
