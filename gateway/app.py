@@ -19,6 +19,8 @@ from gateway.agents import AgentRegistry, load_agents
 from gateway.arguments import extract_arguments
 from gateway.audit import AuditStore
 from gateway.auth import TokenVerifier, load_issuers
+from gateway.mcp import mcp_endpoint
+from gateway.mcp_sessions import SessionStore
 from gateway.pipeline import Call, Pipeline
 from gateway.policy import PolicyClient
 from gateway.request_facts import request_facts
@@ -75,7 +77,7 @@ def create_app(
         log_flagged_tools(pipeline.agents)
         log.info("gateway_started", listen=str(settings.gateway.listen))
         try:
-            yield {"pipeline": pipeline, "settings": settings}
+            yield {"pipeline": pipeline, "settings": settings, "mcp_sessions": SessionStore()}
         finally:
             await opa_http.aclose()
             await runner_http.aclose()
@@ -84,6 +86,7 @@ def create_app(
     return Starlette(
         routes=[
             Route("/v1/invoke/{agent_id}/{tool}", invoke, methods=["POST"]),
+            Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],

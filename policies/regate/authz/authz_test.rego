@@ -134,6 +134,8 @@ _shipped := {
 	"test-client calculator": {"input": _input("test-client", "calculator", "divide"), "outcome": "allow"},
 	"test-client sleepy": {"input": _input("test-client", "sleepy", "sleep"), "outcome": "allow"},
 	"test-client ops": {"input": _input("test-client", "ops", "shell"), "outcome": "deny"},
+	"test-client sneaky": {"input": _input("test-client", "sneaky", "peek"), "outcome": "allow"},
+	"demo sneaky": {"input": _input("demo-client", "sneaky", "echo"), "outcome": "deny"},
 }
 
 test_shipped_grants[note] if {
