@@ -139,9 +139,9 @@ def _algorithm_for(key: Jwk) -> str:
 # --- compact tokens -------------------------------------------------------
 
 
-def unverified_header(token: str) -> dict[str, Any]:
+def unverified_header(token: str, max_size: int = MAX_COMPACT_SIZE) -> dict[str, Any]:
     """The JOSE header, for routing only (which issuer, which key). Never trust it."""
-    _check_size(token)
+    _check_size(token, max_size)
     try:
         header = jws.get_unverified_header(token)
     except JOSEError as exc:
@@ -152,7 +152,7 @@ def unverified_header(token: str) -> dict[str, Any]:
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
-    _check_size(token)
+    _check_size(token, MAX_COMPACT_SIZE)
     try:
         claims = jwt.get_unverified_claims(token)
     except JOSEError as exc:
@@ -162,9 +162,9 @@ def unverified_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _check_size(token: str) -> None:
-    if len(token) > MAX_COMPACT_SIZE:
-        raise CryptoError(f"token is {len(token)} bytes; the limit is {MAX_COMPACT_SIZE}")
+def _check_size(token: str, max_size: int) -> None:
+    if len(token) > max_size:
+        raise CryptoError(f"token is {len(token)} bytes; the limit is {max_size}")
     if token.count(".") != 2:
         raise CryptoError("malformed token: a compact JWS has exactly three dot-separated parts")
 
@@ -244,9 +244,9 @@ def sign_jws(payload: bytes, private_key: Jwk, typ: str) -> str:
     return token
 
 
-def verify_jws(token: str, keys: KeySet, *, typ: str) -> bytes:
+def verify_jws(token: str, keys: KeySet, *, typ: str, max_size: int = MAX_COMPACT_SIZE) -> bytes:
     """Verify a compact JWS against `keys` (chosen by `kid`); return the payload bytes."""
-    header = unverified_header(token)
+    header = unverified_header(token, max_size)
     key = keys.get(header.get("kid"))
     if header.get("typ") != typ:
         raise CryptoError(f"JWS type is {header.get('typ')!r}, expected {typ!r}")

@@ -22,6 +22,7 @@ from regate.canonical import canonical_json, sha256_hex
 from regate.descriptions import Flag, check_tool_text
 
 MANIFEST_TYP = "regate-manifest+jws"
+MAX_MANIFEST_BYTES = 256 * 1024
 NAME_PATTERN = "^[a-z][a-z0-9_-]{0,62}$"
 
 DEFAULT_LIMITS: Mapping[str, int | float] = {
@@ -121,8 +122,11 @@ def verify_manifest(
 ) -> SignedManifest:
     now = now or datetime.now(UTC)
     try:
-        payload = crypto.verify_jws(token.strip(), publishers, typ=MANIFEST_TYP)
-        kid = str(crypto.unverified_header(token.strip())["kid"])
+        token = token.strip()
+        payload = crypto.verify_jws(
+            token, publishers, typ=MANIFEST_TYP, max_size=MAX_MANIFEST_BYTES
+        )
+        kid = str(crypto.unverified_header(token, MAX_MANIFEST_BYTES)["kid"])
     except crypto.CryptoError as exc:
         raise ManifestError(f"signature check failed: {exc}") from exc
     try:

@@ -12,10 +12,9 @@ from pathlib import Path
 import structlog
 
 from regate import crypto
-from regate.manifest import ManifestError, SignedManifest, verify_manifest
+from regate.manifest import MAX_MANIFEST_BYTES, ManifestError, SignedManifest, verify_manifest
 
 log = structlog.get_logger("regate.manifests")
-MAX_MANIFEST_BYTES = 256 * 1024
 
 
 def load_manifest_dir(

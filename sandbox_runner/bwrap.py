@@ -36,7 +36,7 @@ from sandbox_runner.outcome import Observed, RunOutcome, classify
 
 STDERR_CAP = 8 * 1024
 TMPFS_MB = 16
-FILE_SIZE_CAP = 16 * 1024 * 1024
+FILE_SIZE_CAP = 8 * 1024 * 1024  # below the tmpfs size, so it is what a big file hits
 OPEN_FILES_CAP = 64
 KILL_GRACE_S = 2.0
 # Processes one sandbox itself needs besides the tool's (bwrap, its init).
@@ -114,6 +114,7 @@ def bwrap_argv(
         "--dev", "/dev",
         "--size", str(TMPFS_MB * 1024 * 1024), "--tmpfs", "/tmp",  # noqa: S108 - the sandbox's own tmpfs
         "--ro-bind", str(tool_dir), "/tool",
+        "--remount-ro", "/",  # the sandbox's root tmpfs: only /tmp stays writable
         "--chdir", "/tool",
         "--clearenv",
         "--setenv", "PATH", "/usr/bin:/bin",
@@ -143,7 +144,8 @@ def _child_setup(
                 os.write(fd, pid_line)
             finally:
                 os.close(fd)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        # SIGXCPU at the soft limit (reported as cpu_limit), SIGKILL a second later.
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, FILE_SIZE_CAP))
         resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_CAP, OPEN_FILES_CAP))

@@ -46,6 +46,19 @@ def classify(limits: Limits, seen: Observed, metrics: dict[str, Any]) -> RunOutc
     rc = seen.returncode
     sig = -rc if rc < 0 else rc - 128 if rc > 128 else 0
     tail = seen.stderr.decode("utf-8", "replace").strip()[-500:]
+    # A cgroup limit the tool ran into explains a failure (or a hang) best.
+    if seen.memory_hit and (rc != 0 or seen.timed_out):
+        return fail(
+            "memory_limit",
+            f"the tool ran out of its {limits.memory_mb} MiB of memory; raise memory_mb in"
+            " its manifest if it really needs more",
+        )
+    if seen.pids_hit and (rc != 0 or seen.timed_out):
+        return fail(
+            "pids_limit",
+            f"the tool tried to run more than {limits.pids} processes at once and was"
+            " stopped; raise pids in its manifest if it really needs more",
+        )
     if seen.timed_out:
         return fail(
             "timeout",
@@ -62,16 +75,18 @@ def classify(limits: Limits, seen: Observed, metrics: dict[str, Any]) -> RunOutc
         return fail("cpu_limit", "the tool used up its CPU time and was stopped")
     if sig == signal.SIGXFSZ:
         return fail("file_size_limit", "the tool wrote a file larger than the sandbox allows")
-    if seen.memory_hit or (rc != 0 and ("MemoryError" in tail or "Cannot allocate" in tail)):
+    if rc != 0 and ("MemoryError" in tail or "Cannot allocate memory" in tail):
         return fail(
             "memory_limit",
             f"the tool ran out of its {limits.memory_mb} MiB of memory; raise memory_mb in"
             " its manifest if it really needs more",
         )
-    if seen.pids_hit and rc != 0:
-        return fail(
-            "pids_limit", f"the tool tried to run more than {limits.pids} processes at once"
-        )
+    if rc != 0 and "File too large" in tail:
+        return fail("file_size_limit", "the tool wrote a file larger than the sandbox allows")
+    if rc != 0 and "No space left on device" in tail:
+        return fail("disk_limit", "the tool filled its temporary disk (/tmp) and failed")
+    if rc != 0 and "Too many open files" in tail:
+        return fail("open_files_limit", "the tool opened more files than the sandbox allows")
     if sig:
         return fail("crashed", f"the tool was killed by signal {_signal_name(sig)}")
     if rc != 0:

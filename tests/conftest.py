@@ -133,6 +133,8 @@ def build_stack_files(root: Path) -> Path:
     agents = root / "agents"
     shutil.copytree(REPO / "examples" / "agents", agents)
     shutil.copytree(REPO / "tests" / "fixtures" / "agents", agents, dirs_exist_ok=True)
+    # A link planted to make the runner hand a host file to a tool.
+    (agents / "hostile" / "leak").symlink_to("/etc/hostname")
     for bad in ("tampered", "foreign"):
         doc = json.loads((agents / "calculator" / "manifest.json").read_text())
         doc["agent_id"] = bad

@@ -1,0 +1,262 @@
+"""The attack suite: an attacker's tools (tests/fixtures/agents/hostile) through the real
+runner under real bwrap. Each must end with the right outcome, leave no process
+behind, and leave the runner healthy."""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, RunningStack
+
+from regate import crypto
+from regate.canonical import digest
+from regate.grants import issue_grant
+
+pytestmark = pytest.mark.integration
+
+MANIFEST = json.loads((REPO / "tests/fixtures/agents/hostile/manifest.json").read_text())
+TOOLS = {tool["name"]: tool for tool in MANIFEST["tools"]}
+SANDBOX_UID = 65534
+EPERM, EAFNOSUPPORT = errno.EPERM, errno.EAFNOSUPPORT
+Body = dict[str, Any]
+
+
+def error(kind: str, *, message: str = "") -> Callable[[Body], None]:
+    def check(body: Body) -> None:
+        assert body["ok"] is False, body
+        assert body["error"]["type"] == kind, body
+        assert message in body["error"]["message"]
+
+    return check
+
+
+def result(predicate: Callable[[Any], bool]) -> Callable[[Body], None]:
+    def check(body: Body) -> None:
+        assert body["ok"] is True, body
+        assert predicate(body["result"]), body["result"]
+
+    return check
+
+
+def refused(errno_value: int) -> Callable[[Body], None]:
+    return result(lambda r: r["errno"] == errno_value and r["result"] == -1)
+
+
+def attempt_failed(field: str, errno_value: int | None = None) -> Callable[[Body], None]:
+    def ok(r: Any) -> bool:
+        return r[field]["ok"] is False and (errno_value is None or r[field]["errno"] == errno_value)
+
+    return result(ok)
+
+
+EXPECTED: dict[str, Callable[[Body], None]] = {
+    # limits
+    "fork-bomb": error("pids_limit"),
+    "memory-bomb": error("memory_limit"),
+    "memory-bomb-mmap": error("memory_limit"),
+    "cpu-spin": error("timeout"),
+    "cpu-threads": error("cpu_limit"),
+    "sleep-forever": error("timeout"),
+    "sleep-with-stdout-closed": error("timeout"),
+    "disk-fill": error("disk_limit"),
+    "big-file": error("file_size_limit"),
+    "fd-exhaustion": error("open_files_limit"),
+    "huge-stdout": error("output_limit"),
+    "huge-stderr": result(lambda r: r == {"done": True}),
+    "binary-stdout": error("invalid_output"),
+    "invalid-json": error("invalid_output"),
+    "crash-segfault": error("crashed", message="SIGSEGV"),
+    "exit-nonzero": error("tool_error", message="tool gave up"),
+    "double-fork-daemon": result(lambda r: r == {"daemon": "started"}),
+    "kill-sandbox-init": lambda body: None,  # whatever it reports, nothing may survive
+    # network: no interface but lo, no route, no family but AF_UNIX
+    "tcp-egress": attempt_failed("tcp", EAFNOSUPPORT),
+    "tcp6-egress": attempt_failed("tcp6", EAFNOSUPPORT),
+    "udp-egress": attempt_failed("udp", EAFNOSUPPORT),
+    "dns-lookup": attempt_failed("dns"),
+    "raw-socket": attempt_failed("packet", EAFNOSUPPORT),
+    "netlink-socket": attempt_failed("netlink", EAFNOSUPPORT),
+    "abstract-unix-socket": attempt_failed("abstract", errno.ECONNREFUSED),
+    "list-interfaces": result(lambda r: r == {"interfaces": ["lo"], "routes": 0}),
+    # files and secrets
+    "read-shadow": attempt_failed("shadow", errno.ENOENT),
+    "read-root-home": result(lambda r: not r["root"]["ok"] and not r["home"]["ok"]),
+    "read-environment": result(lambda r: set(r["env"]) <= {"PATH", "HOME", "LANG", "PWD"}),
+    "read-pid1-environ": result(lambda r: r["environ"] == {"ok": True, "value": "''"}),
+    "read-host-paths": result(
+        lambda r: (
+            not any(r["exists"].values())
+            and set(r["root"])
+            <= {"usr", "bin", "sbin", "lib", "lib64", "etc", "proc", "dev", "tmp", "tool"}
+        )
+    ),
+    "read-planted-symlink": attempt_failed("leak", errno.ENOENT),
+    "write-outside": result(lambda r: not any(v["ok"] for v in r.values())),
+    "list-other-tools": result(lambda r: r["tool_dir"] == ["attacks.py", "manifest.json"]),
+    "see-host-processes": result(lambda r: len(r["pids"]) <= 4 and max(r["pids"]) < 10),
+    "setuid-binary": result(
+        lambda r: (
+            r["euid"] == SANDBOX_UID and r["no_new_privs"] == "1" and int(r["cap_eff"], 16) == 0
+        )
+    ),
+    # forbidden syscalls, refused by the seccomp filter
+    "sys-ptrace": refused(EPERM),
+    "sys-mount": refused(EPERM),
+    "sys-umount": refused(EPERM),
+    "sys-pivot-root": refused(EPERM),
+    "sys-chroot": refused(EPERM),
+    "sys-unshare-user": refused(EPERM),
+    "sys-unshare-net": refused(EPERM),
+    "sys-clone-newuser": refused(EPERM),
+    "sys-setns": refused(EPERM),
+    "sys-keyctl": refused(EPERM),
+    "sys-add-key": refused(EPERM),
+    "sys-bpf": refused(EPERM),
+    "sys-perf-event-open": refused(EPERM),
+    "sys-userfaultfd": refused(EPERM),
+    "sys-io-uring": refused(EPERM),
+    "sys-kexec": refused(EPERM),
+    "sys-init-module": refused(EPERM),
+    "sys-reboot": refused(EPERM),
+    "sys-settimeofday": refused(EPERM),
+    "tiocsti": result(lambda r: r["errno"] == EPERM),  # ENOTTY without the filter
+    "x32-syscall": error("crashed", message="SIGSYS"),  # a foreign ABI is killed
+}
+
+
+def test_every_hostile_tool_has_an_expectation() -> None:
+    assert set(EXPECTED) == set(TOOLS)
+    assert len(TOOLS) >= 40
+
+
+class Canaries:
+    """Listeners on the host's loopback (TCP v4/v6, UDP) and an abstract unix socket,
+    counting whatever reaches them."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.tcp.getsockname()[1]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        self.tcp6 = socket.create_server(("::1", self.port), family=socket.AF_INET6)
+        self.abstract_name = f"regate-canary-{time.monotonic_ns()}"
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.unix.bind("\0" + self.abstract_name)
+        self.unix.listen(4)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._watch, args=(s,), daemon=True)
+            for s in (self.tcp, self.tcp6, self.udp, self.unix)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _watch(self, sock: socket.socket) -> None:
+        sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                if sock.type == socket.SOCK_DGRAM:
+                    sock.recvfrom(64)
+                else:
+                    sock.accept()[0].close()
+            except OSError:
+                continue
+            self.hits += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(2)
+        for sock in (self.tcp, self.tcp6, self.udp, self.unix):
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def canaries() -> Iterator[Canaries]:
+    watch = Canaries()
+    yield watch
+    watch.close()
+    assert watch.hits == 0, "a sandboxed tool reached the host"
+
+
+def sandbox_processes(attack: str) -> list[str]:
+    """Live (non-zombie) processes of the sandbox uid running this attack, or its bwrap.
+
+    Exited sandboxes can leave a `[bwrap] <defunct>` entry until init reaps it: no
+    code runs there and it holds nothing, so it is not counted. Other test runs on
+    the machine use the same uid, so only this attack's processes are ours.
+    """
+    out = subprocess.run(
+        ["ps", "-o", "pid=,stat=,args=", "-u", str(SANDBOX_UID)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    ours = []
+    for line in out.splitlines():
+        _pid, stat, args = [*line.split(None, 2), "", ""][:3]
+        if not stat.startswith("Z") and f"attacks.py {attack}" in args:
+            ours.append(line)
+    return ours
+
+
+def run_attack(stack: RunningStack, name: str, arguments: dict[str, Any]) -> Body:
+    tool = TOOLS[name]
+    grant = issue_grant(
+        decision_id=f"attack-{name}-{time.monotonic_ns()}",
+        agent_id="hostile",
+        tool=name,
+        entrypoint=tool["entrypoint"],
+        limits=tool["limits"],
+        arguments_sha256=digest(arguments),
+        key=crypto.load_private_key(stack.settings.gateway.grant_key),
+        ttl_s=30,
+    )
+    with stack.runner_client() as client:
+        response = client.post(
+            "/v1/run", json={"arguments": arguments}, headers={"Authorization": f"Bearer {grant}"}
+        )
+    assert response.status_code == 200, response.text
+    body: Body = response.json()
+    return body
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_attack_is_contained(stack: RunningStack, canaries: Canaries, name: str) -> None:
+    arguments = {"canary_port": canaries.port, "abstract_name": canaries.abstract_name}
+    started = time.monotonic()
+    body = run_attack(stack, name, arguments)
+
+    EXPECTED[name](body)
+    assert time.monotonic() - started < TOOLS[name]["limits"]["timeout_s"] + 5
+    attack = TOOLS[name]["entrypoint"][-1]
+    deadline = time.monotonic() + 3
+    while sandbox_processes(attack) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_processes(attack) == [], "a process outlived its sandbox"
+    with stack.runner_client() as client:
+        assert client.get("/healthz").status_code == 200
+    assert canaries.hits == 0
+
+
+def test_registry_counts_the_attacks(stack: RunningStack) -> None:
+    with stack.runner_client() as client:
+        tools = {t["name"]: t for t in client.get("/v1/tools").json()["tools"]}
+    bomb = tools["hostile.fork-bomb"]
+    assert bomb["state"] in ("ready", "failed")
+    assert bomb["successes"] + bomb["errors"] >= 1
+
+
+def test_planted_symlink_was_not_staged(stack: RunningStack) -> None:
+    staged = list(Path("/tmp").glob("regate-runner-*/tools/hostile/leak"))
+    assert staged == []
