@@ -184,7 +184,9 @@ def test_flagged_tool_is_withheld_and_refused(stack: RunningStack) -> None:
     assert call(stack, "sneaky.echo", {"x": 1}).structured_content == {"echo": {"x": 1}}
     log = (stack.root / "logs" / "gateway.log").read_text()
     flagged = [json.loads(line) for line in log.splitlines() if "tool_description_flagged" in line]
-    assert [(f["agent_id"], f["tool"]) for f in flagged] == [("sneaky", "peek")]
+    flagged_tools = {(f["agent_id"], f["tool"]) for f in flagged}
+    assert ("sneaky", "peek") in flagged_tools
+    assert ("sneaky", "echo") not in flagged_tools
 
 
 def test_flagged_tool_is_refused_on_v1_invoke_too(stack: RunningStack) -> None:
