@@ -102,7 +102,9 @@ class RunnerSettings:
     work_dir: Path | None
     grant_jwks: Path
     timeout_s: float = 60.0
+    backend: str = "bwrap"  # or "nsjail"
     bwrap: str = "bwrap"
+    nsjail: str = "nsjail"
     sandbox_uid: int = 65534
     sandbox_gid: int = 65534
     # Ceilings no grant can exceed, and how many tools run at once.
@@ -176,7 +178,9 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
             _str(rn, "runner.grant_jwks", str(state_dir / "keys" / "gateway.jwks.json")), base
         ),
         timeout_s=_float(rn, "runner.timeout_s", 60.0, low=1, high=3600),
+        backend=_choice(rn, "runner.backend", "bwrap", ("bwrap", "nsjail")),
         bwrap=_str(rn, "runner.bwrap", "bwrap"),
+        nsjail=_str(rn, "runner.nsjail", "nsjail"),
         sandbox_uid=_int(rn, "runner.sandbox_uid", 65534, low=1, high=2**31),
         sandbox_gid=_int(rn, "runner.sandbox_gid", 65534, low=1, high=2**31),
         max_timeout_s=_float(rn, "runner.max_timeout_s", 60.0, low=0.1, high=3600),
@@ -233,6 +237,13 @@ def _str(table: Mapping[str, Any], key: str, default: str | None = None) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a non-empty string")
     return value
+
+
+def _choice(table: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = table.get(key.rpartition(".")[2], default)
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}, not {value!r}")
+    return str(value)
 
 
 def _int(table: Mapping[str, Any], key: str, default: int, *, low: int, high: int) -> int:

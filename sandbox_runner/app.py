@@ -25,11 +25,11 @@ from regate.manifest_dir import load_manifest_dir
 from regate.middleware import RequestIdMiddleware, request_id
 from regate.settings import ManifestSettings, RunnerSettings
 from sandbox_runner import cgroups
-from sandbox_runner.bwrap import Sandbox, SandboxUnavailable, run_tool
 from sandbox_runner.limits import Limits
 from sandbox_runner.redact import redact
 from sandbox_runner.registry import ToolHealth, ToolRegistry, build_registry, make_work_dir
 from sandbox_runner.replay import ReplayGuard
+from sandbox_runner.sandbox import Sandbox, SandboxUnavailable, run_tool
 
 log = structlog.get_logger("regate.runner")
 MAX_BODY_BYTES = 1024 * 1024
@@ -83,11 +83,12 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
             grant_keys=GrantKeys(settings.grant_jwks),
             registry=build_registry(verified, settings.agents_dir, work_dir),
             sandbox=Sandbox(
-                settings.bwrap,
+                settings.nsjail if settings.backend == "nsjail" else settings.bwrap,
                 settings.sandbox_uid,
                 settings.sandbox_gid,
                 cgroups=cgroups.detect(),
                 nproc_budget=settings.max_concurrent * (settings.max_pids + 8),
+                backend=settings.backend,
             ),
             ceiling=ceiling,
             replay=ReplayGuard(),

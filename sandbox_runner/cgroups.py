@@ -31,9 +31,10 @@ class CgroupSupport:
     version: int
     memory_parent: Path
     pids_parent: Path
+    cpuacct_parent: Path | None = None  # v1 only: v2 groups all have cpu.stat
 
     def describe(self) -> str:
-        return f"cgroup v{self.version} (memory, pids)"
+        return f"cgroup v{self.version} (memory, pids, cpu accounting)"
 
 
 def detect(root: Path = ROOT) -> CgroupSupport | None:
@@ -49,8 +50,12 @@ def detect(root: Path = ROOT) -> CgroupSupport | None:
     if memory is not None and pids is not None:
         memory_parent = root / "memory" / memory.lstrip("/") / "regate"
         pids_parent = root / "pids" / pids.lstrip("/") / "regate"
+        cpuacct = own.get("cpuacct")
+        cpuacct_parent = root / "cpuacct" / cpuacct.lstrip("/") / "regate" if cpuacct else None
+        if cpuacct_parent is not None and not _make_parent(cpuacct_parent):
+            cpuacct_parent = None
         if _make_parent(memory_parent) and _make_parent(pids_parent):
-            return CgroupSupport(1, memory_parent, pids_parent)
+            return CgroupSupport(1, memory_parent, pids_parent, cpuacct_parent)
     log.warning("cgroups_unavailable", reason="no writable memory and pids controllers")
     return None
 
@@ -99,6 +104,7 @@ class CallCgroup:
     support: CgroupSupport
     memory_dir: Path
     pids_dir: Path
+    cpu_dir: Path | None = None
 
     @classmethod
     def create(cls, support: CgroupSupport, memory_mb: int, pids: int) -> CallCgroup:
@@ -107,7 +113,11 @@ class CallCgroup:
         memory_dir.mkdir()
         if pids_dir != memory_dir:
             pids_dir.mkdir()
-        group = cls(support, memory_dir, pids_dir)
+        cpu_dir = memory_dir if support.version == 2 else None
+        if support.cpuacct_parent is not None:
+            cpu_dir = support.cpuacct_parent / name
+            cpu_dir.mkdir()
+        group = cls(support, memory_dir, pids_dir, cpu_dir)
         limit = str(memory_mb * 1024 * 1024)
         if support.version == 2:
             (memory_dir / "memory.max").write_text(limit)
@@ -121,10 +131,22 @@ class CallCgroup:
         (pids_dir / "pids.max").write_text(str(pids))
         return group
 
+    @property
+    def dirs(self) -> set[Path]:
+        return {d for d in (self.memory_dir, self.pids_dir, self.cpu_dir) if d is not None}
+
     def proc_files(self) -> list[str]:
         """The `cgroup.procs` files the child writes itself into before exec."""
-        files = {self.memory_dir / "cgroup.procs", self.pids_dir / "cgroup.procs"}
-        return sorted(str(f) for f in files)
+        return sorted(str(d / "cgroup.procs") for d in self.dirs)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process of the call, or None if not accounted."""
+        if self.cpu_dir is None:
+            return None
+        if self.support.version == 2:
+            usage = _keyed(self.cpu_dir / "cpu.stat").get("usage_usec")
+            return usage / 1e6 if usage is not None else None
+        return _int(self.cpu_dir / "cpuacct.usage") / 1e9
 
     def memory_hit(self) -> bool:
         if self.support.version == 2:
@@ -151,7 +173,7 @@ class CallCgroup:
 
     def members(self) -> set[int]:
         members: set[int] = set()
-        for directory in {self.memory_dir, self.pids_dir}:
+        for directory in self.dirs:
             with contextlib.suppress(OSError):
                 text = (directory / "cgroup.procs").read_text()
                 members.update(int(p) for p in text.split())
@@ -159,7 +181,7 @@ class CallCgroup:
 
     def remove(self) -> None:
         self.kill_all()
-        for directory in {self.memory_dir, self.pids_dir}:
+        for directory in self.dirs:
             for _ in range(50):
                 try:
                     directory.rmdir()

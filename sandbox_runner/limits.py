@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -12,6 +13,12 @@ class Limits:
     memory_mb: int
     output_kb: int
     pids: int
+
+    @property
+    def cpu_s(self) -> int:
+        """CPU seconds (RLIMIT_CPU soft limit): a little over the wall time, so only a
+        tool burning several cores at once runs into it."""
+        return math.ceil(self.timeout_s) + 1
 
     @classmethod
     def from_grant(cls, raw: Mapping[str, int | float], ceiling: Limits) -> Limits:
@@ -28,6 +35,9 @@ class Limits:
             values[f.name] = type(cap)(min(value, cap))
         return cls(**values)  # type: ignore[arg-type]
 
+
+# The sandbox's /tmp (tmpfs) size; its pages count against the memory cgroup too.
+TMPFS_MB = 16
 
 # What no grant can exceed unless the operator raises it in [runner].
 DEFAULT_CEILING = Limits(timeout_s=60.0, memory_mb=1024, output_kb=1024, pids=64)

