@@ -137,8 +137,11 @@ async def readyz(request: Request) -> Response:
         "runner": await pipeline.runner.healthy(),
     }
     ready = all(checks.values())
+    # Tool states are reported, not required: one failed tool does not make the
+    # gateway unready for every other tool.
+    runner = await pipeline.runner.tool_health() if checks["runner"] else None
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        {"status": "ready" if ready else "not_ready", "checks": checks, "runner": runner},
         status_code=200 if ready else 503,
     )
 

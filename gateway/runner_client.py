@@ -55,6 +55,17 @@ class RunnerClient:
             return False
         return response.status_code == 200
 
+    async def tool_health(self) -> dict[str, Any] | None:
+        """The runner's sandbox and tool-state summary, or None if it cannot say."""
+        try:
+            response = await self._client.get("/v1/tools", timeout=2.0)
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        if response.status_code != 200 or not isinstance(body, dict):
+            return None
+        return {"sandbox": body.get("sandbox"), "tools": body.get("summary")}
+
 
 def _is_result(body: Any) -> bool:
     return (

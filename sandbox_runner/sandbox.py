@@ -137,7 +137,19 @@ async def run_tool(
         return await _run(sandbox, binary, cgroup, tool_dir, entrypoint, arguments, limits)
     finally:
         if cgroup is not None:
-            cgroup.remove()  # kills anything left behind, then removes the groups
+            # Nothing of the call survives its answer; removing the emptied groups
+            # (which the kernel may refuse for some ms while it uncharges) can wait.
+            cgroup.kill_all()
+            _in_background(cgroup.remove)
+
+
+_background: set[asyncio.Future[None]] = set()
+
+
+def _in_background(work: Callable[[], None]) -> None:
+    future = asyncio.get_running_loop().run_in_executor(None, work)
+    _background.add(future)
+    future.add_done_callback(_background.discard)
 
 
 async def _run(

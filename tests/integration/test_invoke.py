@@ -202,6 +202,9 @@ def test_healthz_and_readyz(stack: RunningStack) -> None:
         ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"opa": True, "runner": True}
+    runner = ready.json()["runner"]
+    assert runner["sandbox"]["backend"] == "bwrap"
+    assert runner["tools"]["ready"] >= 3
 
 
 def test_unknown_route_uses_the_error_envelope(stack: RunningStack) -> None:
