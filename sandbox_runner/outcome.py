@@ -38,6 +38,7 @@ class Observed:
     memory_hit: bool = False
     pids_hit: bool = False
     cpu_s: float | None = None  # CPU time of the whole call, when cgroups account it
+    stderr_total: int = 0  # bytes the tool wrote to stderr; only the tail is kept
 
 
 def classify(limits: Limits, seen: Observed, metrics: dict[str, Any]) -> RunOutcome:

@@ -194,7 +194,8 @@ async def _run(
         "wall_ms": round((time.perf_counter() - started) * 1000, 3),
         "exit_code": seen.returncode,
         "stdout_bytes": len(seen.stdout),
-        "stderr_bytes": len(seen.stderr),
+        "stderr_bytes": seen.stderr_total,
+        "stderr_truncated": seen.stderr_total > len(seen.stderr),
         "sandbox": sandbox.backend,
     }
     if cgroup is not None:
@@ -217,6 +218,7 @@ async def _supervise(
 ) -> Observed:
     output_cap = limits.output_kb * 1024
     over_cap = False
+    stderr_total = 0
     init_pid: int | None = None
 
     def kill() -> None:
@@ -258,9 +260,11 @@ async def _supervise(
         return kept[:output_cap]
 
     async def read_stderr() -> bytes:
+        nonlocal stderr_total
         assert proc.stderr is not None
         kept = b""
         while chunk := await proc.stderr.read(65536):
+            stderr_total += len(chunk)
             kept = (kept + chunk)[-STDERR_CAP:]  # keep the tail: that is where errors are
         return kept
 
@@ -276,7 +280,7 @@ async def _supervise(
         kill()
         stdout, stderr = await asyncio.wait_for(readers, KILL_GRACE_S)
         returncode = await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
-    return Observed(returncode, stdout, stderr, timed_out, over_cap)
+    return Observed(returncode, stdout, stderr, timed_out, over_cap, stderr_total=stderr_total)
 
 
 def _sandbox_init_pid(info_fd: int) -> int | None:

@@ -40,6 +40,19 @@ def error(kind: str, *, message: str = "") -> Callable[[Body], None]:
     return check
 
 
+def stderr_truncated(body: Body) -> None:
+    assert body["metrics"]["stderr_truncated"] is True
+    assert body["metrics"]["stderr_bytes"] >= 200 * 65536  # (nsjail adds its own lines)
+
+
+def both(*checks: Callable[[Body], None]) -> Callable[[Body], None]:
+    def check(body: Body) -> None:
+        for one in checks:
+            one(body)
+
+    return check
+
+
 def result(predicate: Callable[[Any], bool]) -> Callable[[Body], None]:
     def check(body: Body) -> None:
         assert body["ok"] is True, body
@@ -72,7 +85,7 @@ EXPECTED: dict[str, Callable[[Body], None]] = {
     "big-file": error("file_size_limit"),
     "fd-exhaustion": error("open_files_limit"),
     "huge-stdout": error("output_limit"),
-    "huge-stderr": result(lambda r: r == {"done": True}),
+    "huge-stderr": both(result(lambda r: r == {"done": True}), stderr_truncated),
     "binary-stdout": error("invalid_output"),
     "invalid-json": error("invalid_output"),
     "crash-segfault": error("crashed", message="SIGSEGV"),
