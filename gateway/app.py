@@ -11,6 +11,7 @@ import structlog
 from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,6 +29,7 @@ from gateway.runner_client import RunnerClient
 from gateway.usage import UsageCounter
 from regate import crypto
 from regate.errors import RegateError, error_body, error_response
+from regate.front_door import FrontDoor
 from regate.grants import load_or_create_grant_key
 from regate.jsonbody import read_json_object
 from regate.middleware import RequestIdMiddleware, request_id
@@ -83,17 +85,23 @@ def create_app(
             await runner_http.aclose()
             await audit.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/invoke/{agent_id}/{tool}", invoke, methods=["POST"]),
             Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        middleware=[RequestIdMiddleware.as_middleware()],
+        middleware=[
+            RequestIdMiddleware.as_middleware(),
+            Middleware(FrontDoor, allowed_hosts=settings.gateway.allowed_hosts),
+        ],
         exception_handlers={RegateError: regate_error, HTTPException: http_error},
         lifespan=lifespan,
     )
+    # A slash redirect would be built from the client's Host header: never.
+    app.router.redirect_slashes = False
+    return app
 
 
 def log_flagged_tools(agents: AgentRegistry) -> None:
@@ -114,14 +122,16 @@ async def invoke(request: Request) -> Response:
     settings: Settings = request.state.settings
 
     async def read_arguments() -> dict[str, Any]:
-        return extract_arguments(await read_json_object(request, settings.gateway.max_body_bytes))
+        gw = settings.gateway
+        body = await read_json_object(request, gw.max_body_bytes, gw.body_timeout_s)
+        return extract_arguments(body)
 
     call = Call(
         agent_id=request.path_params["agent_id"],
         tool=request.path_params["tool"],
         authorization=request.headers.get("authorization"),
         read_arguments=read_arguments,
-        request=request_facts(request),
+        request=request_facts(request, settings.gateway.trusted_proxies),
     )
     return JSONResponse(await pipeline.invoke(call))
 

@@ -38,8 +38,8 @@ from gateway.mcp_tools import call_result, callable_tools, split_name
 from gateway.pipeline import Call, Pipeline
 from gateway.policy_input import RequestFacts
 from gateway.request_facts import request_facts
-from regate.errors import BadRequest, PayloadTooLarge, RegateError, UnsupportedMediaType
-from regate.jsonbody import parse_json
+from regate.errors import BadRequest, RegateError, UnsupportedMediaType
+from regate.jsonbody import parse_json, read_capped
 from regate.middleware import request_id
 from regate.settings import Settings
 
@@ -70,7 +70,7 @@ async def mcp_endpoint(request: Request) -> Response:
         pipeline=request.state.pipeline,
         sessions=request.state.mcp_sessions,
         settings=request.state.settings,
-        facts=request_facts(request),
+        facts=request_facts(request, request.state.settings.gateway.trusted_proxies),
     )
     try:
         check_origin(request)
@@ -112,7 +112,8 @@ class Exchange:
     async def post(self) -> Response:
         check_accept(self.request)
         check_content_type(self.request)
-        body = await read_capped(self.request, self.settings.gateway.max_body_bytes)
+        gw = self.settings.gateway
+        body = await read_capped(self.request, gw.max_body_bytes, gw.body_timeout_s)
         try:
             caller = self.pipeline.verifier.authenticate(self.authorization)
         except RegateError as exc:
@@ -309,20 +310,6 @@ def check_content_type(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType("send JSON-RPC messages with 'Content-Type: application/json'")
-
-
-async def read_capped(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body is over the {max_bytes}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_messages(body: bytes) -> tuple[list[Message], bool]:

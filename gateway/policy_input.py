@@ -19,6 +19,7 @@ class RequestFacts:
     source_ip: str
     method: str
     path: str
+    source_ip_from: str = "peer"  # or "x-forwarded-for" (from a trusted proxy)
 
 
 def build_policy_input(
@@ -54,6 +55,7 @@ def build_policy_input(
             "id": request.id,
             "time": request.time,
             "source_ip": request.source_ip,
+            "source_ip_from": request.source_ip_from,
             "method": request.method,
             "path": request.path,
         },

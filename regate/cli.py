@@ -104,11 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_gateway(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from regate.logs import configure_logging
-    from regate.serve import serve
+    from regate.serve import HttpLimits, serve
 
     configure_logging()
     settings = load_settings(args.config)
-    serve(create_app(settings), settings.gateway.listen)
+    gw = settings.gateway
+    limits = HttpLimits(header_timeout_s=gw.header_timeout_s, max_connections=gw.max_connections)
+    serve(create_app(settings), gw.listen, limits)
     return 0
 
 

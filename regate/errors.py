@@ -27,6 +27,11 @@ class BadRequest(RegateError):
     code = "bad_request"
 
 
+class RequestTimeout(RegateError):
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(RegateError):
     status = 413
     code = "payload_too_large"

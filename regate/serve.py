@@ -1,16 +1,29 @@
-"""Serving an app under uvicorn on host:port or a unix socket."""
+"""Serving an app under uvicorn on host:port or a unix socket, with the front door's limits."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from regate.http_protocol import guarded_h11
 from regate.settings import Address
 
+# A request line plus its headers must fit in this (h11's incomplete-event cap).
+MAX_HEAD_BYTES = 16 * 1024
 
-def serve(app: ASGIApp, listen: Address) -> None:
+
+@dataclass(frozen=True)
+class HttpLimits:
+    header_timeout_s: float = 10.0
+    max_connections: int = 1000
+    keep_alive_s: float = 5.0
+
+
+def serve(app: ASGIApp, listen: Address, limits: HttpLimits | None = None) -> None:
+    limits = limits or HttpLimits()
     if listen.uds:
         # Only the runner's owner may reach the socket: uvicorn opens it to everyone,
         # so the directory around it is what keeps other local users out.
@@ -23,12 +36,17 @@ def serve(app: ASGIApp, listen: Address) -> None:
         host=listen.host or "127.0.0.1",
         port=listen.port or 0,
         uds=str(listen.uds) if listen.uds else None,
-        http="h11",
+        http=guarded_h11(limits.header_timeout_s),
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        limit_concurrency=limits.max_connections,
+        backlog=2048,
+        timeout_keep_alive=int(limits.keep_alive_s),
         lifespan="on",
         log_config=None,  # our structlog JSON handler is already on the root logger
         access_log=False,
         server_header=False,
-        proxy_headers=False,
+        date_header=False,
+        proxy_headers=False,  # X-Forwarded-For is judged by us, against trusted_proxies
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run()

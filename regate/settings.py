@@ -7,6 +7,7 @@ here, once, and a bad value raises `ConfigError` naming the key and the fix.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -74,6 +75,12 @@ class GatewaySettings:
     leeway_s: int = 30
     max_body_bytes: int = 64 * 1024
     grant_ttl_s: int = 30
+    # The front door (docs/threat-model.md, "The HTTP layer").
+    allowed_hosts: tuple[str, ...] = ()  # empty: any Host
+    trusted_proxies: tuple[str, ...] = ()  # addresses/CIDRs whose X-Forwarded-For counts
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 1000
 
     @property
     def audit_db(self) -> Path:
@@ -156,6 +163,11 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
         leeway_s=_int(gw, "gateway.leeway_s", 30, low=0, high=300),
         max_body_bytes=_int(gw, "gateway.max_body_bytes", 64 * 1024, low=64, high=16 << 20),
         grant_ttl_s=_int(gw, "gateway.grant_ttl_s", 30, low=1, high=600),
+        allowed_hosts=_strings(gw, "gateway.allowed_hosts"),
+        trusted_proxies=_networks(gw, "gateway.trusted_proxies"),
+        header_timeout_s=_float(gw, "gateway.header_timeout_s", 10.0, low=0.1, high=300),
+        body_timeout_s=_float(gw, "gateway.body_timeout_s", 10.0, low=0.1, high=300),
+        max_connections=_int(gw, "gateway.max_connections", 1000, low=1, high=100_000),
     )
 
     op = _table(raw, "opa")
@@ -237,6 +249,23 @@ def _str(table: Mapping[str, Any], key: str, default: str | None = None) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a non-empty string")
     return value
+
+
+def _strings(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = table.get(key.rpartition(".")[2], [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _networks(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    values = _strings(table, key)
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {value!r} is not an IP address or CIDR block") from exc
+    return values
 
 
 def _choice(table: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:

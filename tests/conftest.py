@@ -50,6 +50,9 @@ state_dir = "state"
 audience = "regate"
 leeway_s = 5
 max_body_bytes = 4096
+allowed_hosts = ["127.0.0.1", "localhost"]
+header_timeout_s = 2
+body_timeout_s = 2
 
 [opa]
 url = "http://127.0.0.1:{opa_port}"

@@ -114,6 +114,7 @@ def test_allowed_call_returns_the_result_and_is_recorded(stack: RunningStack) ->
         "source_ip": "",
         "method": "POST",
         "path": "/mcp",
+        "source_ip_from": "peer",
     }
     assert rows[0]["input"]["caller"]["sub"] == "test-client"
     assert rows[1]["ok"] is True
