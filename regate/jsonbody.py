@@ -67,17 +67,23 @@ def _check_text(text: str) -> None:
         raise BadRequest("a JSON string holds a lone UTF-16 surrogate escape") from exc
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes, what: str = "request body") -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest("request body is not valid UTF-8") from exc
+        raise BadRequest(f"{what} is not valid UTF-8") from exc
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+        )
     except RecursionError as exc:
         raise BadRequest(f"JSON nesting is deeper than {MAX_DEPTH} levels") from exc
     except ValueError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
     _check(value)
     return value
 

@@ -30,8 +30,16 @@ class Limits:
         for f in fields(cls):
             cap = getattr(ceiling, f.name)
             value = raw.get(f.name, cap)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"limit {f.name} must be a positive number, got {value!r}")
+            bad = (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+                or (isinstance(cap, int) and value != int(value))
+            )
+            if bad:
+                whole = " (a whole number)" if isinstance(cap, int) else ""
+                raise ValueError(f"limit {f.name} must be a positive number, got {value!r}{whole}")
             values[f.name] = type(cap)(min(value, cap))
         return cls(**values)  # type: ignore[arg-type]
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from regate.errors import BadRequest
+from regate.jsonbody import parse_json
 from sandbox_runner.limits import Limits
 
 
@@ -97,9 +98,11 @@ def classify(limits: Limits, seen: Observed, metrics: dict[str, Any]) -> RunOutc
     if rc != 0:
         return fail("tool_error", f"the tool exited with status {rc}: {tail or 'no stderr'}")
     try:
-        result = json.loads(seen.stdout)
-    except ValueError:
-        return fail("invalid_output", "the tool's stdout was not one JSON value (UTF-8)")
+        # The same strict parser as for requests: no NaN/Infinity, no duplicate keys,
+        # no lone surrogates, UTF-8 only — a result must survive JSON encoding again.
+        result = parse_json(seen.stdout, what="the tool's stdout")
+    except BadRequest as exc:
+        return fail("invalid_output", f"the tool's stdout was not one JSON value: {exc}")
     return RunOutcome(ok=True, result=result, metrics=metrics)
 
 

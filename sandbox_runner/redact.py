@@ -23,22 +23,31 @@ PATTERNS = [
         r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",  # GitHub tokens
         r"\bgithub_pat_[A-Za-z0-9_]{60,}\b",
         r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b",  # Slack
-        r"\bAIza[0-9A-Za-z_-]{35}\b",  # Google API key
+        r"\bAIza[0-9A-Za-z_-]{35}",  # Google API key (may end in '-': no trailing \b)
         r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}\b",  # Stripe
         r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}\b",  # OpenAI / Anthropic style keys
-        r"\bglpat-[A-Za-z0-9_-]{20,}\b",  # GitLab
+        r"\bglpat-[A-Za-z0-9_-]{20,}",  # GitLab
         r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{20,}",
     )
 ]
-# Fields whose value is a secret whatever it looks like.
+# Fields whose value is a secret whatever it looks like: a whole word of the key
+# name (after camelCase is split), so `client_secret` and `apiKey` match but
+# `author`, `passage` and `max_tokens` do not.
 SECRET_FIELD = re.compile(
-    r"(?i)(pass(word|wd|phrase)?|secret|token|api[_-]?key|apikey|private[_-]?key|"
-    r"credential|auth(orization)?|cookie|session[_-]?id|access[_-]?key)"
+    r"(^|[_.\- ])(password|passwd|passphrase|pass|secret|token|api[_-]?key|apikey|"
+    r"private[_-]?key|credentials?|auth|authorization|cookie|session[_-]?id|"
+    r"access[_-]?key)($|[_.\- ])"
 )
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def is_secret_field(name: str) -> bool:
+    return SECRET_FIELD.search(_CAMEL.sub("_", name).lower()) is not None
 
 
 def marker(secret: str) -> str:
-    return f"[REDACTED:{hashlib.sha256(secret.encode()).hexdigest()[:12]}]"
+    digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"[REDACTED:{digest[:12]}]"
 
 
 @dataclass
@@ -61,7 +70,7 @@ def redact(value: Any) -> Redaction:
         if isinstance(v, dict):
             out = {}
             for key, item in v.items():
-                if SECRET_FIELD.search(str(key)) and isinstance(item, str) and item:
+                if is_secret_field(str(key)) and isinstance(item, str) and item:
                     counter[0] += 1
                     out[text(str(key))] = marker(str(item))
                 else:

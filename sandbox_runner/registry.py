@@ -31,6 +31,7 @@ from regate.settings import ConfigError
 log = structlog.get_logger("regate.runner.registry")
 # Where the sandbox finds interpreters named without a path (its PATH).
 SANDBOX_PATH = ("/usr/bin", "/bin")
+SCRIPT_SUFFIXES = (".py", ".sh", ".js", ".mjs", ".rb", ".pl", ".php", ".lua")
 
 
 @dataclass
@@ -116,7 +117,9 @@ def build_registry(
         source = agents_dir / agent_id
         staged = root / agent_id
         problem = ""
-        if source.is_dir():
+        if source.is_symlink():
+            problem = f"{source} is a symlink; an agent's directory must be a real directory"
+        elif source.is_dir():
             # Links are copied as links and then removed: a link planted in an agent's
             # directory must never make the runner copy a host file for the tool.
             shutil.copytree(source, staged, symlinks=True)
@@ -150,9 +153,11 @@ def entrypoint_problem(spec: ToolSpec, tool_dir: Path) -> str:
             return f"entrypoint {program!r} does not exist on the runner's host"
     elif not (tool_dir / program).is_file():
         return f"entrypoint {program!r} is missing from the agent's directory"
-    for arg in args:
-        looks_like_file = not arg.startswith("-") and "." in arg and "/" not in arg.lstrip("./")
-        if looks_like_file and not (tool_dir / arg).is_file():
+    for previous, arg in zip(["", *args], args, strict=False):
+        if previous in ("-m", "-c", "-e"):
+            continue  # a module name or inline code, not a file
+        is_script = arg.endswith(SCRIPT_SUFFIXES) and not arg.startswith("-")
+        if is_script and not (tool_dir / arg).is_file():
             return f"script {arg!r} is missing from the agent's directory; add it and restart"
     return ""
 
