@@ -23,6 +23,9 @@ from regate.errors import error_body
 log = structlog.get_logger("regate.front_door")
 SEGMENT = re.compile(rb"[A-Za-z0-9_.\-]+")
 MAX_HEADERS = 100
+# h11 caps only a head that arrives in pieces; one that arrives whole is checked here.
+MAX_TARGET_BYTES = 4096
+MAX_HEADER_BYTES = 16 * 1024
 
 
 class FrontDoor:
@@ -44,12 +47,22 @@ class FrontDoor:
         await self.app(scope, receive, send)
 
     def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
-        problem = path_problem(scope.get("raw_path") or b"", scope["path"])
+        raw_path = scope.get("raw_path") or b""
+        if len(raw_path) + len(scope.get("query_string") or b"") > MAX_TARGET_BYTES:
+            return 414, "uri_too_long", f"the request target is over {MAX_TARGET_BYTES} bytes"
+        problem = path_problem(raw_path, scope["path"])
         if problem:
             return 400, "bad_path", f"request path refused: {problem}"
         headers = scope["headers"]
         if len(headers) > self.max_headers:
             return 431, "too_many_headers", f"send at most {self.max_headers} header fields"
+        if sum(len(name) + len(value) + 4 for name, value in headers) > MAX_HEADER_BYTES:
+            return 431, "headers_too_large", f"headers are over {MAX_HEADER_BYTES} bytes in all"
+        names = [name for name, _ in headers]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # h11 lets Transfer-Encoding win (RFC 9112 §6.1); a proxy in front may
+            # not. Refuse the ambiguity and close, so nothing after it is read.
+            return 400, "ambiguous_length", "send Content-Length or Transfer-Encoding, never both"
         hosts = [value for name, value in headers if name == b"host"]
         if len(hosts) > 1:
             return 400, "bad_host", "send exactly one Host header"

@@ -16,16 +16,20 @@ headers by `h11_max_incomplete_event_size`.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import h11
+import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from regate.canonical import canonical_json
 from regate.errors import error_body
 
+log = structlog.get_logger("regate.http")
 
-def guarded_h11(header_timeout_s: float) -> type[H11Protocol]:
+
+def guarded_h11(header_timeout_s: float, max_head_bytes: int) -> type[H11Protocol]:
     class GuardedH11Protocol(H11Protocol):
         _header_deadline: asyncio.TimerHandle | None = None
 
@@ -61,18 +65,32 @@ def guarded_h11(header_timeout_s: float) -> type[H11Protocol]:
             if self.cycle is not None and not self.cycle.response_complete:
                 return  # a request is being handled; its body has its own deadline
             if self.conn.our_state is h11.IDLE:
-                body = canonical_json(
-                    error_body(
-                        "request_timeout",
-                        f"request headers did not arrive within {header_timeout_s:g} s",
-                        "",
-                    )
-                )
-                head = (
-                    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                    b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
-                )
-                self.transport.write(head + body)
+                message = f"request headers did not arrive within {header_timeout_s:g} s"
+                self._refuse(408, "Request Timeout", "request_timeout", message)
             self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            # h11 refused the bytes (framing, header syntax, size): answer in our
+            # envelope, with a request id of ours, and close: nothing after it is read.
+            self._refuse(
+                400,
+                "Bad Request",
+                "bad_request",
+                "the request is not valid HTTP/1.1: check the request line, header syntax"
+                f" and size (at most {max_head_bytes} bytes), and send"
+                " either Content-Length or Transfer-Encoding: chunked, never both",
+            )
+            self.transport.close()
+
+        def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+            rid = uuid.uuid4().hex
+            log.info("http_refused", status=status, code=code, request_id=rid)
+            body = canonical_json(error_body(code, message, rid))
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+                f"x-request-id: {rid}\r\nconnection: close\r\n"
+                f"content-length: {len(body)}\r\n\r\n"
+            ).encode()
+            self.transport.write(head + body)
 
     return GuardedH11Protocol
