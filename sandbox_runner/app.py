@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -26,6 +28,7 @@ from regate.middleware import RequestIdMiddleware, request_id
 from regate.settings import ManifestSettings, RunnerSettings
 from sandbox_runner import cgroups
 from sandbox_runner.limits import Limits
+from sandbox_runner.nsjail import find_nsjail
 from sandbox_runner.redact import redact
 from sandbox_runner.registry import ToolHealth, ToolRegistry, build_registry, make_work_dir
 from sandbox_runner.replay import ReplayGuard
@@ -83,7 +86,7 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
             grant_keys=GrantKeys(settings.grant_jwks),
             registry=build_registry(verified, settings.agents_dir, work_dir),
             sandbox=Sandbox(
-                settings.nsjail if settings.backend == "nsjail" else settings.bwrap,
+                sandbox_binary(settings, work_dir),
                 settings.sandbox_uid,
                 settings.sandbox_gid,
                 cgroups=cgroups.detect(),
@@ -121,6 +124,22 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
         exception_handlers={RegateError: _error},
         lifespan=lifespan,
     )
+
+
+def sandbox_binary(settings: RunnerSettings, work_dir: Path) -> str:
+    """The configured sandbox program. nsjail may live in a virtualenv the sandbox
+    uid cannot reach (a checkout under /root): a root runner copies it into its
+    own work dir, as it does the tools."""
+    if settings.backend != "nsjail":
+        return settings.bwrap
+    found = find_nsjail(settings.nsjail)
+    if found is None or os.geteuid() != 0:
+        return settings.nsjail
+    staged = work_dir / "bin" / "nsjail"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(found, staged)
+    staged.chmod(0o755)
+    return str(staged)
 
 
 async def run(request: Request) -> Response:
