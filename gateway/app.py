@@ -48,6 +48,7 @@ def create_app(
     *,
     opa_transport: httpx.AsyncBaseTransport | None = None,
     runner_transport: httpx.AsyncBaseTransport | None = None,
+    jwks_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -59,10 +60,12 @@ def create_app(
             base_url=settings.runner.url.base_url,
             transport=runner_transport or fast_transport(settings.runner.url),
         )
+        # JWKS fetches: httpx's default transport (TLS verification on), not the hot path.
+        jwks_http = httpx.AsyncClient(transport=jwks_transport)
         audit = AuditStore(settings.gateway.audit_db)
         pipeline = Pipeline(
             verifier=TokenVerifier(
-                load_issuers(settings.issuers),
+                load_issuers(settings.issuers, jwks_http),
                 audience=settings.gateway.audience,
                 leeway_s=settings.gateway.leeway_s,
             ),
@@ -83,6 +86,7 @@ def create_app(
         finally:
             await opa_http.aclose()
             await runner_http.aclose()
+            await jwks_http.aclose()
             await audit.close()
 
     app = Starlette(

@@ -77,7 +77,7 @@ async def mcp_endpoint(request: Request) -> Response:
         if request.method == "POST":
             return await exchange.post()
         if request.method == "DELETE":
-            return exchange.delete()
+            return await exchange.delete()
         raise MethodNotAllowed(
             "Regate does not open a server-to-client stream on GET; send requests with POST",
             headers={"Allow": "POST, DELETE"},
@@ -115,7 +115,7 @@ class Exchange:
         gw = self.settings.gateway
         body = await read_capped(self.request, gw.max_body_bytes, gw.body_timeout_s)
         try:
-            caller = self.pipeline.verifier.authenticate(self.authorization)
+            caller = await self.pipeline.verifier.authenticate(self.authorization)
         except RegateError as exc:
             await self.record_refused_calls(quietly_parsed(body), exc, None)
             raise
@@ -149,8 +149,8 @@ class Exchange:
             return Response(status_code=202)
         return JSONResponse(answers if is_batch else answers[0])
 
-    def delete(self) -> Response:
-        caller = self.pipeline.verifier.authenticate(self.authorization)
+    async def delete(self) -> Response:
+        caller = await self.pipeline.verifier.authenticate(self.authorization)
         session_id = self.request.headers.get(SESSION_HEADER)
         if not session_id:
             raise SessionRequired("send the Mcp-Session-Id of the session to end")

@@ -117,7 +117,7 @@ class Pipeline:
         trail = Trail(decision_id=str(uuid.uuid4()), call=call)
         try:
             with trail.stage("authenticate"):
-                trail.caller = caller = self.verifier.authenticate(call.authorization)
+                trail.caller = caller = await self.verifier.authenticate(call.authorization)
             with trail.stage("read_arguments"):
                 arguments = await call.read_arguments()
             with trail.stage("resolve"):

@@ -7,8 +7,11 @@ Callers get our own `CryptoError`, never a library exception.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from jose import jwk, jws, jwt
 from jose.exceptions import JOSEError
+
+from regate.errors import BadRequest
+from regate.jsonbody import parse_json
 
 Jwk = dict[str, Any]
 
@@ -78,22 +84,25 @@ def load_private_key(path: Path) -> Jwk:
 
 def load_jwks(path: Path, algorithms: Sequence[str] = ("ES256", "RS256")) -> KeySet:
     """Load a JWKS file of public signing keys; an empty or malformed set is an error."""
-    data = _read_json(path)
+    return parse_jwks(_read_json(path), algorithms, str(path))
+
+
+def parse_jwks(data: Any, algorithms: Sequence[str], source: str) -> KeySet:
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise CryptoError(f"{path} is not a JWKS document (expected {{'keys': [...]}})")
+        raise CryptoError(f"{source} is not a JWKS document (expected {{'keys': [...]}})")
     keys: dict[str, Jwk] = {}
     for entry in data["keys"]:
         if not isinstance(entry, dict) or not entry.get("kid"):
-            raise CryptoError(f"{path}: every key needs a 'kid'")
+            raise CryptoError(f"{source}: every key needs a 'kid'")
         if "d" in entry:
-            raise CryptoError(f"{path}: key {entry['kid']!r} is private; a JWKS holds public keys")
+            raise CryptoError(f"{source}: key {entry['kid']!r} is private; JWKS are public keys")
         if entry.get("use", "sig") != "sig":
             continue  # encryption keys never verify signatures
-        _check_key_usable(entry, algorithms, str(path))
+        _check_key_usable(entry, algorithms, source)
         keys[entry["kid"]] = entry
     if not keys:
-        raise CryptoError(f"{path} holds no usable signing key")
-    return KeySet(keys=keys, source=str(path))
+        raise CryptoError(f"{source} holds no usable signing key")
+    return KeySet(keys=keys, source=source)
 
 
 def write_jwks(path: Path, public_keys: Sequence[Jwk]) -> None:
@@ -188,22 +197,95 @@ def verify_jwt(
     audience: str,
     issuer: str,
     leeway_s: int,
+    typ: str | None = None,
+) -> dict[str, Any]:
+    """Verify a JWT against `keys` (the key its `kid` names); see `verify_jwt_with_key`."""
+    return verify_jwt_with_key(
+        token,
+        keys.get(strict_header(token).get("kid")),
+        algorithms=algorithms,
+        audience=audience,
+        issuer=issuer,
+        leeway_s=leeway_s,
+        typ=typ,
+    )
+
+
+# Headers that point at or carry key material: keys come only from configuration.
+KEY_HEADERS = ("jku", "x5u", "jwk", "x5c")
+# Our own non-token JWS types: never accepted where a caller's token is expected.
+FOREIGN_TYPES = ("regate-manifest+jws", "regate-grant+jwt")
+
+
+def strict_header(token: str, max_size: int = MAX_COMPACT_SIZE) -> dict[str, Any]:
+    """The JOSE header parsed strictly (no duplicate keys, bounded nesting), and checked
+    for what Regate never accepts: key material or URLs, unknown `crit` extensions."""
+    _check_size(token, max_size)
+    header = _strict_json(token.split(".")[0], "header")
+    if not isinstance(header, dict):
+        raise CryptoError("malformed token: the header is not a JSON object")
+    carried = [name for name in KEY_HEADERS if name in header]
+    if carried:
+        raise CryptoError(
+            f"token header carries {carried}; keys come only from the issuer's configured JWKS"
+        )
+    if "crit" in header:
+        raise CryptoError(f"token marks extensions critical ({header['crit']!r}); none are known")
+    return header
+
+
+def strict_claims(token: str) -> dict[str, Any]:
+    claims = _strict_json(token.split(".")[1], "claims")
+    if not isinstance(claims, dict):
+        raise CryptoError("malformed token: the claims are not a JSON object")
+    return claims
+
+
+def _strict_json(segment: str, what: str) -> Any:
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (ValueError, binascii.Error) as exc:
+        raise CryptoError(f"malformed token: the {what} is not base64url") from exc
+    try:
+        return parse_json(raw, what=f"the token {what}")
+    except BadRequest as exc:
+        raise CryptoError(f"malformed token: {exc.message}") from exc
+
+
+def verify_jwt_with_key(
+    token: str,
+    key: Jwk,
+    *,
+    algorithms: Sequence[str],
+    audience: str,
+    issuer: str,
+    leeway_s: int,
+    max_age_s: int | None = None,
+    typ: str | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """Verify signature, algorithm, `exp`, `nbf`, `iat`, `iss` and `aud`; return the claims.
 
-    The key is the one the header's `kid` names in `keys` (the caller picked `keys`
-    by issuer); the algorithm must be in `algorithms` *and* match the key type.
+    The algorithm must be in `algorithms` (never the header's choice alone) *and*
+    match the key's type. `exp` and `iat` are required integers; `iat` may not be in
+    the future, nor older than `max_age_s` when given. Every check is spelled out,
+    even where python-jose would do it by default.
     """
-    header = unverified_header(token)
-    key = keys.get(header.get("kid"))
+    header = strict_header(token)
     alg = header.get("alg")
     allowed = [a for a in algorithms if a in SUPPORTED_ALGORITHMS]
     if alg not in allowed:
         raise CryptoError(f"algorithm {alg!r} is not allowed; this issuer accepts {allowed}")
     if alg != _algorithm_for(key):
         raise CryptoError(f"algorithm {alg!r} does not match key {key['kid']!r}")
+    if typ is None and header.get("typ") in FOREIGN_TYPES:
+        raise CryptoError(f"a {header['typ']} is not a bearer token")
+    if typ is not None and header.get("typ") != typ:
+        raise CryptoError(f"token type is {header.get('typ')!r}; this issuer's tokens are {typ!r}")
+    claims = strict_claims(token)
+    _check_times(claims, leeway_s, max_age_s, time.time() if now is None else now)
     try:
-        claims: dict[str, Any] = jwt.decode(
+        verified: dict[str, Any] = jwt.decode(
             token,
             key,
             algorithms=[alg],
@@ -218,6 +300,7 @@ def verify_jwt(
                 "verify_iat": True,
                 "verify_sub": True,
                 "require_exp": True,
+                "require_iat": True,
                 "require_iss": True,
                 "require_aud": True,
                 "require_sub": True,
@@ -230,7 +313,21 @@ def verify_jwt(
         raise CryptoError(f"token claims rejected: {exc}") from exc
     except JOSEError as exc:
         raise CryptoError(f"token rejected: {exc}") from exc
-    return claims
+    return verified
+
+
+def _check_times(claims: dict[str, Any], leeway_s: int, max_age_s: int | None, now: float) -> None:
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if value is None and name != "nbf":
+            raise CryptoError(f"token has no '{name}' claim")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise CryptoError(f"token claim '{name}' must be an integer (seconds since the epoch)")
+    iat = claims["iat"]
+    if iat > now + leeway_s:
+        raise CryptoError("token was issued in the future ('iat'); check the issuer's clock")
+    if max_age_s is not None and iat < now - max_age_s - leeway_s:
+        raise CryptoError(f"token was issued more than {max_age_s} s ago; mint a new one")
 
 
 def sign_jws(payload: bytes, private_key: Jwk, typ: str) -> str:

@@ -33,7 +33,8 @@ def prepare_state(settings: Settings) -> None:
     from regate.manifest import sign_manifest
 
     for issuer in settings.issuers:
-        ensure_key(issuer.jwks_file)
+        if issuer.jwks_file is not None:  # a URL issuer's keys are someone else's
+            ensure_key(issuer.jwks_file)
     # The gateway signs grants with state_dir/keys/gateway.private.jwk; the runner
     # trusts the public half (runner.grant_jwks, by default beside it).
     load_or_create_grant_key(settings.gateway.grant_key)
@@ -46,7 +47,8 @@ def prepare_state(settings: Settings) -> None:
 
 
 def mint_token(settings: Settings, sub: str, ttl_s: int = 300, **extra: Any) -> str:
-    issuer = settings.issuers[0]
+    issuer = next(i for i in settings.issuers if i.jwks_file is not None)
+    assert issuer.jwks_file is not None
     key = crypto.load_private_key(
         issuer.jwks_file.with_name(f"{key_name(issuer.jwks_file)}.private.jwk")
     )

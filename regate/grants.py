@@ -108,12 +108,10 @@ def verify_grant(token: str, keys: crypto.KeySet, *, leeway_s: int = 2) -> Grant
             audience=GRANT_AUDIENCE,
             issuer=GRANT_ISSUER,
             leeway_s=leeway_s,
+            typ=GRANT_TYP,
         )
-        typ = crypto.unverified_header(token).get("typ")
     except crypto.CryptoError as exc:
         raise GrantError(f"grant rejected: {exc}") from exc
-    if typ != GRANT_TYP:
-        raise GrantError(f"grant has type {typ!r}, expected {GRANT_TYP!r}")
     return _grant_from(claims)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +64,15 @@ class Address:
 @dataclass(frozen=True)
 class IssuerSettings:
     issuer: str
-    jwks_file: Path
+    jwks_file: Path | None
     algorithms: tuple[str, ...]
+    jwks_url: str | None = None  # https://, or http://127.0.0.1 with allow_http_loopback
+    jwks_refresh_s: float = 300.0
+    jwks_cooldown_s: float = 30.0
+    jwks_max_stale_s: float = 3600.0
+    typ: str | None = None  # required JOSE `typ`, e.g. "at+jwt"; None: not checked
+    max_token_age_s: int = 86400  # `iat` older than this is refused
+    require_jti: bool = False  # refuse tokens without `jti`, and any `jti` seen before
 
 
 @dataclass(frozen=True)
@@ -230,10 +238,42 @@ def _issuer(entry: Any, index: int, base: Path) -> IssuerSettings:
         raise ConfigError(
             f"{key}.algorithms: {bad} not allowed; use {sorted(SUPPORTED_ALGORITHMS)}"
         )
+    has_file, has_url = bool(entry.get("jwks_file")), bool(entry.get("jwks_url"))
+    if has_file == has_url:
+        raise ConfigError(f"{key}: give exactly one of jwks_file and jwks_url")
+    url = _str(entry, f"{key}.jwks_url") if has_url else None
+    if url is not None:
+        _check_jwks_url(url, f"{key}.jwks_url", bool(entry.get("allow_http_loopback", False)))
+    typ = entry.get("typ")
+    if typ is not None and (not isinstance(typ, str) or not typ):
+        raise ConfigError(f"{key}.typ must be a non-empty string")
+    require_jti = entry.get("require_jti", False)
+    if not isinstance(require_jti, bool):
+        raise ConfigError(f"{key}.require_jti must be true or false")
     return IssuerSettings(
         issuer=_str(entry, f"{key}.issuer"),
-        jwks_file=_path(_str(entry, f"{key}.jwks_file"), base),
+        jwks_file=_path(_str(entry, f"{key}.jwks_file"), base) if has_file else None,
         algorithms=tuple(algorithms),
+        jwks_url=url,
+        jwks_refresh_s=_float(entry, f"{key}.jwks_refresh_s", 300.0, low=1, high=86400),
+        jwks_cooldown_s=_float(entry, f"{key}.jwks_cooldown_s", 30.0, low=0.1, high=3600),
+        jwks_max_stale_s=_float(entry, f"{key}.jwks_max_stale_s", 3600.0, low=1, high=604800),
+        typ=typ,
+        max_token_age_s=_int(entry, f"{key}.max_token_age_s", 86400, low=1, high=30 * 86400),
+        require_jti=require_jti,
+    )
+
+
+def _check_jwks_url(url: str, key: str, allow_http_loopback: bool) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https" and parsed.hostname:
+        return
+    loopback = parsed.hostname in ("127.0.0.1", "::1", "localhost")
+    if parsed.scheme == "http" and loopback and allow_http_loopback:
+        return
+    raise ConfigError(
+        f"{key} = {url!r}: keys must come over https:// (plain http only for a loopback"
+        " host, with allow_http_loopback = true)"
     )
 
 

@@ -160,7 +160,7 @@ BAD: list[Any] = [
     pytest.param(edit(lambda r: r.update(issuers=["https://issuer.test"])), "issuers[0] must be a table", id="issuer-not-a-table"),
     pytest.param(edit(second_issuer), "each issuer may appear only once", id="duplicate-issuer"),
     pytest.param(edit(lambda r: r["issuers"][0].pop("issuer")), "issuers[0].issuer", id="issuer-name-missing"),
-    pytest.param(edit(lambda r: r["issuers"][0].pop("jwks_file")), "issuers[0].jwks_file", id="issuer-jwks-missing"),
+    pytest.param(edit(lambda r: r["issuers"][0].pop("jwks_file")), "issuers[0]: give exactly one of jwks_file and jwks_url", id="issuer-jwks-missing"),
     pytest.param(edit(lambda r: r["opa"].update(timeout_s=0)), "opa.timeout_s", id="timeout-zero"),
     pytest.param(edit(lambda r: r["opa"].update(timeout_s=31)), "opa.timeout_s", id="timeout-too-long"),
     pytest.param(edit(lambda r: r["opa"].update(timeout_s="1s")), "opa.timeout_s", id="timeout-string"),
