@@ -107,6 +107,8 @@ class TokenVerifier:
         token = token.strip()
         try:
             header = crypto.strict_header(token)
+            if header.get("typ") in crypto.FOREIGN_TYPES:
+                raise InvalidToken(f"a {header['typ']} is not a bearer token")
             # The issuer claim only routes to a key set; the signature check below
             # is what makes it true.
             iss = crypto.strict_claims(token).get("iss")

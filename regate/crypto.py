@@ -29,7 +29,7 @@ Jwk = dict[str, Any]
 # The only signature algorithms Regate accepts anywhere. `none` and the HMAC
 # family are not here, so a token can never pick them, whatever its header says.
 SUPPORTED_ALGORITHMS = frozenset({"ES256", "RS256"})
-MAX_COMPACT_SIZE = 16 * 1024
+MAX_COMPACT_SIZE = 8 * 1024  # tokens and grants; manifests pass their own bound
 
 
 class CryptoError(Exception):

@@ -132,7 +132,7 @@ class RunningStack:
         return body["successes"], body["errors"]
 
 
-def build_stack_files(root: Path, backend: str = "bwrap") -> Path:
+def build_stack_files(root: Path, backend: str = "bwrap", extra_config: str = "") -> Path:
     """Config, agents (examples + test agents + two bad ones), keys and signed manifests."""
     agents = root / "agents"
     shutil.copytree(REPO / "examples" / "agents", agents)
@@ -153,6 +153,7 @@ def build_stack_files(root: Path, backend: str = "bwrap") -> Path:
             policies=REPO / "policies",
             backend=backend,
         )
+        + extra_config
     )
     settings = load_settings(config)
     prepare_state(settings)
@@ -177,9 +178,9 @@ def _sign_with_untrusted_key(manifest: Path, out_dir: Path) -> None:
     (out_dir / "foreign.jws").write_text(token + "\n")
 
 
-def start_stack(prefix: str, backend: str = "bwrap") -> RunningStack:
+def start_stack(prefix: str, backend: str = "bwrap", extra_config: str = "") -> RunningStack:
     root = world_traversable_tmpdir(prefix)
-    config = build_stack_files(root, backend)
+    config = build_stack_files(root, backend, extra_config)
     settings = load_settings(config)
     stack = Stack(settings, config, log_dir=root / "logs")
     stack.start(find_opa())
