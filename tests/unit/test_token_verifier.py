@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from gateway.auth import Caller, TokenVerifier, TrustedIssuer
+from gateway.auth import Caller, ReplayCache, TokenVerifier, TrustedIssuer
 from gateway.errors import InvalidToken, MissingToken
 from gateway.jwks import StaticKeys
 from regate import crypto
@@ -328,3 +328,50 @@ def test_load_jwks_skips_encryption_keys(tmp_path: Path) -> None:
     assert dict(keys.keys) == {"sig-key": signing}
     with pytest.raises(crypto.CryptoError, match="'enc-key' is not in the trusted key set"):
         keys.get("enc-key")
+
+
+# --- per-issuer policy: jti replay, typ, maximum age ---------------------------
+
+
+def strict_verifier(world: World, **policy: Any) -> TokenVerifier:
+    keys = StaticKeys(crypto.KeySet({"a-key": world.public_a}, "test"))
+    issuer = TrustedIssuer(issuer=ISSUER_A, keys=keys, algorithms=("ES256",), **policy)
+    return TokenVerifier({ISSUER_A: issuer}, audience=AUDIENCE, leeway_s=LEEWAY_S)
+
+
+def test_required_jti_is_accepted_once(world: World) -> None:
+    verifier = strict_verifier(world, require_jti=True)
+    token = world.bearer(jti="token-1")
+    assert authenticate(verifier, token).sub == "alice"
+    with pytest.raises(InvalidToken, match="already used"):
+        authenticate(verifier, token)
+    assert authenticate(verifier, world.bearer(jti="token-2")).sub == "alice"
+
+
+def test_required_jti_must_be_present(world: World) -> None:
+    with pytest.raises(InvalidToken, match="must carry a 'jti'"):
+        authenticate(strict_verifier(world, require_jti=True), world.bearer())
+
+
+def test_replay_cache_refuses_rather_than_forgets_when_full() -> None:
+    cache = ReplayCache(clock=lambda: 1000.0, max_entries=4)
+    assert all(cache.first_use("iss", f"j{i}", 5000.0) for i in range(4))
+    assert cache.first_use("iss", "j-new", 5000.0) is False  # full of live entries
+    expired = ReplayCache(clock=lambda: 1000.0, max_entries=4)
+    assert all(expired.first_use("iss", f"j{i}", 10.0) for i in range(4))
+    assert expired.first_use("iss", "j-new", 5000.0) is True  # expired ones are dropped
+
+
+def test_required_typ(world: World) -> None:
+    verifier = strict_verifier(world, typ="at+jwt")
+    with pytest.raises(InvalidToken, match="'at\\+jwt'"):
+        authenticate(verifier, world.bearer())  # typ JWT
+    token = crypto.sign_jwt(world.claims(), world.key_a, typ="at+jwt")
+    assert authenticate(verifier, f"Bearer {token}").sub == "alice"
+
+
+def test_maximum_token_age(world: World) -> None:
+    verifier = strict_verifier(world, max_token_age_s=60)
+    with pytest.raises(InvalidToken, match="more than 60 s ago"):
+        authenticate(verifier, world.bearer(iat=world.now - 600))
+    assert authenticate(verifier, world.bearer(iat=world.now - 30)).sub == "alice"
