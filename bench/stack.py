@@ -36,6 +36,7 @@ agents_dir = "{agents}"
 [manifests]
 dir = "state/manifests"
 publishers_jwks = "state/keys/publisher.jwks.json"
+auto_approve = true  # benchmarks measure calls, not the approval step
 
 [[issuers]]
 issuer = "https://issuer.bench.regate"

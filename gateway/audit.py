@@ -11,10 +11,11 @@ the head hash elsewhere when that matters — see docs/threat-model.md.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,48 +83,124 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class AuditStore:
-    """Async front of the SQLite chain; `append` returns once the record is durable."""
+@dataclass
+class _Pending:
+    kind: str
+    decision_id: str
+    body: Mapping[str, Any]
+    future: asyncio.Future[AuditRecord]
+    loop: asyncio.AbstractEventLoop
 
-    def __init__(self, path: Path) -> None:
+
+class AuditStore:
+    """Async front of the SQLite chain; `append` returns once the record is durable.
+
+    Group commit: one writer thread takes every record waiting when it becomes free,
+    writes them in one transaction and commits once (one fsync), then answers each
+    caller. A lone call costs one commit as before; under load many calls share one,
+    so throughput grows with concurrency while each record is still durable before
+    its caller hears back. If a commit fails, every caller in it gets the error and
+    the chain head stays where the store really is.
+    """
+
+    def __init__(self, path: Path, *, max_batch: int = 256) -> None:
         self._conn = connect(path)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self._max_batch = max_batch
         row = self._conn.execute(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         self._seq: int = row[0] if row else 0
         self._head: str = row[1] if row else GENESIS
+        self._pending: list[_Pending] = []
+        self._wake = threading.Condition()
+        self._closing = False
+        self.commits = 0  # how many transactions: fewer than records under load
+        self._thread = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+        self._thread.start()
 
     async def append(self, kind: str, decision_id: str, body: Mapping[str, Any]) -> AuditRecord:
         loop = asyncio.get_running_loop()
-        record = await loop.run_in_executor(self._writer, self._append, kind, decision_id, body)
+        future: asyncio.Future[AuditRecord] = loop.create_future()
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the audit store is closed")
+            self._pending.append(_Pending(kind, decision_id, body, future, loop))
+            self._wake.notify()
+        record = await future
         log.info("audit_record", kind=kind, seq=record.seq, record=dict(body))
         return record
 
-    def _append(self, kind: str, decision_id: str, body: Mapping[str, Any]) -> AuditRecord:
-        seq = self._seq + 1
-        recorded_at = datetime.now(UTC).isoformat(timespec="microseconds")
-        digest = record_hash(seq, kind, decision_id, recorded_at, body, self._head)
-        self._conn.execute(
-            "INSERT INTO audit_log (seq, kind, decision_id, recorded_at, body, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                seq,
-                kind,
-                decision_id,
-                recorded_at,
-                canonical_json(body).decode(),
-                self._head,
-                digest,
-            ),
-        )
-        record = AuditRecord(seq, kind, decision_id, recorded_at, body, self._head, digest)
-        self._seq, self._head = seq, digest
-        return record
+    def _write_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closing:
+                    self._wake.wait()
+                if not self._pending:
+                    return  # closing, and nothing left to write
+                batch = self._pending[: self._max_batch]
+                del self._pending[: len(batch)]
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        seq, head = self._seq, self._head
+        records: list[AuditRecord] = []
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                seq += 1
+                recorded_at = datetime.now(UTC).isoformat(timespec="microseconds")
+                digest = record_hash(seq, item.kind, item.decision_id, recorded_at, item.body, head)
+                self._conn.execute(
+                    "INSERT INTO audit_log"
+                    " (seq, kind, decision_id, recorded_at, body, prev_hash, hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq,
+                        item.kind,
+                        item.decision_id,
+                        recorded_at,
+                        canonical_json(item.body).decode(),
+                        head,
+                        digest,
+                    ),
+                )
+                records.append(
+                    AuditRecord(
+                        seq, item.kind, item.decision_id, recorded_at, item.body, head, digest
+                    )
+                )
+                head = digest
+            self._conn.execute("COMMIT")
+        except Exception as exc:  # the whole batch fails together; the chain is unchanged
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            log.error("audit_commit_failed", error=str(exc), records=len(batch))
+            for item in batch:
+                item.loop.call_soon_threadsafe(_settle, item.future, None, exc)
+            return
+        self._seq, self._head = seq, head
+        self.commits += 1
+        for item, record in zip(batch, records, strict=True):
+            item.loop.call_soon_threadsafe(_settle, item.future, record, None)
 
     async def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        await asyncio.to_thread(self._thread.join)
         self._conn.close()
+
+
+def _settle(
+    future: asyncio.Future[AuditRecord], record: AuditRecord | None, exc: BaseException | None
+) -> None:
+    if future.done():
+        return  # the caller went away (cancelled); the record is written regardless
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        assert record is not None
+        future.set_result(record)
 
 
 def iter_records(conn: sqlite3.Connection, *, after: int | None = None) -> Iterator[AuditRecord]:

@@ -217,3 +217,44 @@ def test_sql_update_and_delete_are_refused(db: Path, statement: str) -> None:
         conn.close()
     assert count == RECORDS
     assert verify_chain(db).ok
+
+
+def test_concurrent_appends_share_commits_and_keep_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "concurrent.sqlite3"
+
+    async def burst() -> tuple[list[AuditRecord], int]:
+        store = AuditStore(path)
+        try:
+            records = await asyncio.gather(
+                *(store.append("decision", f"d{i}", {"n": i}) for i in range(200))
+            )
+            return list(records), store.commits
+        finally:
+            await store.close()
+
+    records, commits = asyncio.run(burst())
+
+    assert sorted(r.seq for r in records) == list(range(1, 201))
+    assert {r.decision_id for r in records} == {f"d{i}" for i in range(200)}
+    assert commits < 200  # group commit: many records per fsync under load
+    report = verify_chain(path)
+    assert (report.ok, report.records) == (True, 200)
+
+
+def test_a_failed_commit_fails_its_callers_and_leaves_the_chain_whole(tmp_path: Path) -> None:
+    path = tmp_path / "failing.sqlite3"
+
+    async def scenario() -> None:
+        store = AuditStore(path)
+        try:
+            await store.append("decision", "ok-1", {"n": 1})
+            # A body that cannot be written (not canonicalizable) fails its batch.
+            with pytest.raises(ValueError, match="canonicalized"):
+                await store.append("decision", "bad", {"n": float("nan")})
+            await store.append("decision", "ok-2", {"n": 2})
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    report = verify_chain(path)
+    assert (report.ok, report.records) == (True, 2)
