@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,10 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.agents import AgentRegistry, load_agents
+from gateway.admin import AdminLink
+from gateway.agents import AgentRegistry
+from gateway.approvals import FILE_NAME as APPROVALS_FILE
+from gateway.approvals import ApprovalStore
 from gateway.arguments import extract_arguments
 from gateway.audit import AuditStore
 from gateway.auth import TokenVerifier, load_issuers
+from gateway.catalog import Catalog
 from gateway.mcp import mcp_endpoint
 from gateway.mcp_sessions import SessionStore
 from gateway.pipeline import Call, Pipeline
@@ -27,7 +33,6 @@ from gateway.policy import PolicyClient
 from gateway.request_facts import request_facts
 from gateway.runner_client import RunnerClient
 from gateway.usage import UsageCounter
-from regate import crypto
 from regate.errors import RegateError, error_body, error_response
 from regate.front_door import FrontDoor
 from regate.grants import load_or_create_grant_key
@@ -46,6 +51,7 @@ def fast_transport(address: Address) -> httpx.AsyncBaseTransport:
 def create_app(
     settings: Settings,
     *,
+    admin_link: AdminLink | None = None,
     opa_transport: httpx.AsyncBaseTransport | None = None,
     runner_transport: httpx.AsyncBaseTransport | None = None,
     jwks_transport: httpx.AsyncBaseTransport | None = None,
@@ -63,15 +69,16 @@ def create_app(
         # JWKS fetches: httpx's default transport (TLS verification on), not the hot path.
         jwks_http = httpx.AsyncClient(transport=jwks_transport)
         audit = AuditStore(settings.gateway.audit_db)
+        approvals = ApprovalStore(settings.gateway.state_dir / APPROVALS_FILE)
+        catalog = Catalog(settings.manifests, approvals, audit)
+        await catalog.start()
         pipeline = Pipeline(
             verifier=TokenVerifier(
                 load_issuers(settings.issuers, jwks_http),
                 audience=settings.gateway.audience,
                 leeway_s=settings.gateway.leeway_s,
             ),
-            agents=load_agents(
-                settings.manifests.dir, crypto.load_jwks(settings.manifests.publishers_jwks)
-            ),
+            agents=catalog.registry,
             policy=PolicyClient(opa_http, timeout_s=settings.opa.timeout_s),
             audit=audit,
             runner=RunnerClient(runner_http),
@@ -80,6 +87,10 @@ def create_app(
             grant_ttl_s=settings.gateway.grant_ttl_s,
         )
         log_flagged_tools(pipeline.agents)
+        catalog.on_change(lambda registry: setattr(pipeline, "agents", registry))
+        watcher = asyncio.create_task(catalog.watch(), name="manifest-watcher")
+        if admin_link is not None:
+            admin_link.connect(catalog)
         log.info("gateway_started", listen=str(settings.gateway.listen))
         try:
             yield {"pipeline": pipeline, "settings": settings, "mcp_sessions": SessionStore()}
@@ -87,6 +98,10 @@ def create_app(
             await opa_http.aclose()
             await runner_http.aclose()
             await jwks_http.aclose()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await approvals.close()
             await audit.close()
 
     app = Starlette(

@@ -8,11 +8,26 @@ from functools import lru_cache
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
 from jsonschema.validators import Draft202012Validator
 
 from gateway.errors import InvalidArguments
 from regate.canonical import canonical_json
-from regate.errors import BadRequest
+from regate.errors import BadRequest, InternalError
+
+
+def _never_retrieve(uri: str) -> referencing.Resource[Any]:
+    # jsonschema's default registry fetches remote `$ref`s with urllib: a request to
+    # wherever a manifest points. Manifests with them are refused at load
+    # (regate/manifest.py); this makes sure nothing is ever fetched regardless.
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+# jsonschema adds the metaschemas to a registry it is given; nothing else resolves.
+NO_REMOTE_REFS: referencing.Registry[Any] = referencing.Registry(
+    retrieve=_never_retrieve  # type: ignore[call-arg]
+)
 
 
 def extract_arguments(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -28,7 +43,13 @@ def extract_arguments(body: Mapping[str, Any]) -> dict[str, Any]:
 def validate_arguments(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> None:
     """Raise `InvalidArguments` naming the failing field's path, or return."""
     validator = _validator(canonical_json(schema))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    except referencing.exceptions.Unresolvable as exc:
+        raise InternalError(
+            "the tool's input schema has a reference that does not resolve; the publisher"
+            " must fix the manifest"
+        ) from exc
     if error is None:
         return
     path = "/" + "/".join(str(p) for p in error.absolute_path)
@@ -51,4 +72,4 @@ def _describe(error: jsonschema.ValidationError) -> str:
 @lru_cache(maxsize=1024)
 def _validator(schema_json: bytes) -> Draft202012Validator:
 
-    return Draft202012Validator(json.loads(schema_json))
+    return Draft202012Validator(json.loads(schema_json), registry=NO_REMOTE_REFS)

@@ -64,3 +64,51 @@ class RunnerUnavailable(RegateError):
 
 def _quote(text: str) -> str:
     return "".join(c for c in text if c.isprintable() and c not in '"\\')[:200]
+
+
+class AgentNotApproved(NotFound):
+    """The agent's manifest is valid but not approved: pending, quarantined or revoked."""
+
+    code = "agent_not_approved"
+
+
+# --- the admin API ---------------------------------------------------------
+
+
+class AdminTokenInvalid(RegateError):
+    status = 401
+    code = "invalid_token"
+    challenge = 'Bearer realm="regate-admin", error="invalid_token"'
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": self.challenge})
+
+
+class AdminTokenMissing(AdminTokenInvalid):
+    code = "missing_token"
+    challenge = 'Bearer realm="regate-admin"'
+
+
+class UnknownAgent(NotFound):
+    code = "agent_not_found"
+
+
+class NoVerifiedManifest(RegateError):
+    """Approving needs a manifest that verifies now; this agent has none."""
+
+    status = 409
+    code = "no_verified_manifest"
+
+
+class ManifestChanged(RegateError):
+    """The manifest is not the one the admin looked at (`manifest_sha256` differs)."""
+
+    status = 409
+    code = "manifest_changed"
+
+
+class PermissionsNotRequested(RegateError):
+    """Approved permissions must be a subset of what each tool requested."""
+
+    status = 422
+    code = "permissions_not_requested"

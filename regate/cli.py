@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from regate import crypto
 from regate.settings import ConfigError, Settings, load_settings
@@ -61,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--name", required=True, help="key id; files are NAME.private.jwk/.jwks.json")
     new.add_argument("--dir", type=Path, default=Path("."))
     new.set_defaults(handler=cmd_keys_new)
+    rotate = keys.add_parser(
+        "rotate", help="new key pair with a new kid; the old public key stays in the JWKS"
+    )
+    rotate.add_argument("--name", required=True, help="files NAME.private.jwk/.jwks.json")
+    rotate.add_argument("--dir", type=Path, default=Path("."))
+    rotate.set_defaults(handler=cmd_keys_rotate)
+    retire = keys.add_parser("retire", help="drop an old kid from NAME.jwks.json")
+    retire.add_argument("--name", required=True)
+    retire.add_argument("--dir", type=Path, default=Path("."))
+    retire.add_argument("--kid", required=True, help="the key id to drop")
+    retire.set_defaults(handler=cmd_keys_retire)
 
     manifest = sub.add_parser("manifest", help="agent manifests").add_subparsers(metavar="ACTION")
     sign = manifest.add_parser("sign", help="sign manifest.json as a compact JWS")
@@ -72,6 +84,46 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("signed", type=Path)
     verify.add_argument("--jwks", type=Path, required=True, help="publishers' JWKS")
     verify.set_defaults(handler=cmd_manifest_verify)
+    inspect = manifest.add_parser(
+        "inspect", help="show a signed manifest's header and contents WITHOUT verifying it"
+    )
+    inspect.add_argument("signed", type=Path)
+    inspect.set_defaults(handler=cmd_manifest_inspect)
+
+    agents = sub.add_parser("agents", help="agents and their approval, via the admin API")
+    agents_sub = agents.add_subparsers(metavar="ACTION")
+
+    def admin_command(name: str, help: str, handler: object) -> argparse.ArgumentParser:
+        p = with_config(agents_sub.add_parser(name, help=help, description=help))
+        p.add_argument("--url", help="admin API address (default: [admin] listen)")
+        p.add_argument("--token-file", type=Path, help="default: [admin] token_file")
+        p.set_defaults(handler=handler)
+        return p
+
+    alist = admin_command(
+        "list", "every agent with its state, version, signer, digest", cmd_agents_list
+    )
+    alist.add_argument("--json", action="store_true", help="print the API's JSON")
+    ashow = admin_command("show", "one agent in full, with its quarantine diff", cmd_agents_show)
+    ashow.add_argument("agent")
+    approve = admin_command("approve", "approve an agent's current manifest", cmd_agents_approve)
+    approve.add_argument("agent")
+    approve.add_argument("--reason", default="", help="recorded in the audit log")
+    approve.add_argument(
+        "--sha256", help="approve only if the manifest is still this one (from 'agents list')"
+    )
+    approve.add_argument(
+        "--permissions",
+        action="append",
+        default=[],
+        metavar="TOOL=P1,P2",
+        help="approve only these of TOOL's requested permissions (repeatable; TOOL= for none)",
+    )
+    arevoke = admin_command(
+        "revoke", "make an agent uncallable until approved again", cmd_agents_revoke
+    )
+    arevoke.add_argument("agent")
+    arevoke.add_argument("--reason", default="", help="recorded in the audit log")
 
     token = sub.add_parser("token", help="agent tokens").add_subparsers(metavar="ACTION")
     mint = token.add_parser("mint", help="sign a JWT (for tests and the demo)")
@@ -102,15 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    from gateway.admin import AdminLink, create_admin_app
     from gateway.app import create_app
     from regate.logs import configure_logging
-    from regate.serve import HttpLimits, serve
+    from regate.serve import HttpLimits, serve_many
 
     configure_logging()
     settings = load_settings(args.config)
     gw = settings.gateway
     limits = HttpLimits(header_timeout_s=gw.header_timeout_s, max_connections=gw.max_connections)
-    serve(create_app(settings), gw.listen, limits)
+    # The admin API, when configured, is a second server in the same process and event
+    # loop, on its own listener, acting on the same catalog (gateway/admin.py).
+    link = AdminLink() if settings.admin else None
+    apps = [(create_app(settings, admin_link=link), gw.listen, limits)]
+    if settings.admin is not None and link is not None:
+        admin_limits = HttpLimits(header_timeout_s=gw.header_timeout_s, max_connections=64)
+        apps.append(
+            (create_admin_app(settings, settings.admin, link), settings.admin.listen, admin_limits)
+        )
+    serve_many(apps)
     return 0
 
 
@@ -148,6 +210,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"OPA sidecar   {settings.opa.url}  (policies: {settings.opa.policies_dir})")
     print(f"runner        {settings.runner.listen}")
     print(f"gateway       {settings.gateway.listen}   POST /v1/invoke/{{agent}}/{{tool}}")
+    if settings.admin is not None:
+        print(f"admin API     {settings.admin.listen}   GET /admin/api/agents (regate agents list)")
     print(f"logs          {stack.log_dir}/   audit: {settings.gateway.audit_db}")
     print("Ctrl-C stops all three.", flush=True)
     try:
@@ -208,6 +272,144 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
         f" {manifest.publisher}, sha256 {manifest.sha256}, tools {sorted(manifest.tools)}"
     )
     return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from regate import keyring
+
+    old, new = keyring.rotate(args.dir, args.name)
+    print(
+        f"new key {new!r} in {args.dir / (args.name + '.private.jwk')}; {args.name}.jwks.json"
+        f" now holds {new!r} and {old!r} (both verify).\n"
+        f"old private key kept as {args.dir / f'{args.name}.{old}.retired.jwk'}.\n"
+        "next: deploy the JWKS, re-sign with the new key, then"
+        f" 'regate keys retire --name {args.name} --dir {args.dir} --kid {old}'"
+    )
+    return 0
+
+
+def cmd_keys_retire(args: argparse.Namespace) -> int:
+    from regate import keyring
+
+    keyring.retire(args.dir, args.name, args.kid)
+    print(f"dropped {args.kid!r} from {args.dir / (args.name + '.jwks.json')}")
+    return 0
+
+
+def cmd_manifest_inspect(args: argparse.Namespace) -> int:
+    from regate.manifest import read_unverified
+
+    try:
+        seen = read_unverified(args.signed.read_text(encoding="ascii", errors="replace"))
+    except OSError as exc:
+        print(f"regate manifest inspect: {args.signed}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"UNVERIFIED {args.signed}: nothing below is checked; use 'regate manifest verify'")
+    print(f"header: {json.dumps(seen.header, sort_keys=True)}")
+    if seen.header:
+        print(f"signed by kid: {seen.header.get('kid')!r} (claimed)")
+    print(f"payload sha256: {seen.payload_sha256}")
+    doc = seen.document
+    if isinstance(doc, dict):
+        print(
+            f"agent: {doc.get('agent_id')!r}  version: {doc.get('version')!r}"
+            f"  expires: {doc.get('expires')!r}"
+        )
+        for tool in doc.get("tools") or []:
+            if isinstance(tool, dict):
+                print(
+                    f"  tool {tool.get('name')!r}: permissions {tool.get('permissions')},"
+                    f" entrypoint {tool.get('entrypoint')}"
+                )
+    else:
+        print(f"payload: {json.dumps(doc)[:500]}")
+    for problem in seen.problems:
+        print(f"problem: {problem}")
+    return 0
+
+
+# --- agents (admin API) ----------------------------------------------------
+
+
+def _admin_client(args: argparse.Namespace) -> Any:
+    from regate.admin_client import AdminClient
+
+    return AdminClient.from_settings(
+        load_settings(args.config), url=args.url, token_file=args.token_file
+    )
+
+
+def _admin_call(args: argparse.Namespace, action: Any) -> int:
+    from regate.admin_client import AdminClientError
+
+    try:
+        with _admin_client(args) as client:
+            action(client)
+    except AdminClientError as exc:
+        print(f"regate agents: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_agents_list(args: argparse.Namespace) -> int:
+    def run(client: Any) -> None:
+        listing = client.agents()
+        if args.json:
+            print(json.dumps(listing, indent=2, sort_keys=True))
+            return
+        print(f"{'AGENT':<16} {'STATE':<12} {'CALLABLE':<9} {'VERSION':<10} {'KID':<24} SHA256")
+        for agent in listing["agents"]:
+            print(
+                f"{agent['agent_id']:<16} {agent['state'] or '-':<12}"
+                f" {'yes' if agent['callable'] else 'no':<9} {agent['version'] or '-':<10}"
+                f" {(agent['signature'] or {}).get('kid', '-'):<24}"
+                f" {agent['manifest_sha256'] or '-'}"
+            )
+            if agent["refused"]:
+                print(f"  refused: {agent['refused']}")
+        for refused in listing["refused"]:
+            print(f"refused file {refused['file']}: {refused['reason']}")
+
+    return _admin_call(args, run)
+
+
+def cmd_agents_show(args: argparse.Namespace) -> int:
+    return _admin_call(
+        args, lambda client: print(json.dumps(client.agent(args.agent), indent=2, sort_keys=True))
+    )
+
+
+def cmd_agents_approve(args: argparse.Namespace) -> int:
+    permissions: dict[str, list[str]] | None = None
+    for item in args.permissions:
+        tool, sep, listed = item.partition("=")
+        if not sep or not tool:
+            print(f"regate agents approve: --permissions {item!r}: use TOOL=P1,P2", file=sys.stderr)
+            return 2
+        permissions = permissions or {}
+        permissions[tool] = [p for p in listed.split(",") if p]
+
+    def run(client: Any) -> None:
+        answer = client.approve(
+            args.agent, reason=args.reason, permissions=permissions, manifest_sha256=args.sha256
+        )
+        agent = answer["agent"]
+        print(
+            f"approved {agent['agent_id']} {agent['version']} (sha256 {agent['manifest_sha256']});"
+            f" audit action {answer['action_id']}"
+        )
+        for tool in agent["tools"]:
+            print(f"  {tool['name']}: {tool['approved_permissions']}")
+
+    return _admin_call(args, run)
+
+
+def cmd_agents_revoke(args: argparse.Namespace) -> int:
+    def run(client: Any) -> None:
+        answer = client.revoke(args.agent, reason=args.reason)
+        print(f"revoked {args.agent}; audit action {answer['action_id']}")
+
+    return _admin_call(args, run)
 
 
 def cmd_token_mint(args: argparse.Namespace) -> int:

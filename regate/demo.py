@@ -11,6 +11,7 @@ import httpx
 
 from regate import crypto
 from regate.grants import load_or_create_grant_key
+from regate.keyring import ensure_token_file
 from regate.settings import Settings, load_settings
 
 DEMO_CALLER = "demo-client"
@@ -38,6 +39,8 @@ def prepare_state(settings: Settings) -> None:
     # The gateway signs grants with state_dir/keys/gateway.private.jwk; the runner
     # trusts the public half (runner.grant_jwks, by default beside it).
     load_or_create_grant_key(settings.gateway.grant_key)
+    if settings.admin is not None:
+        ensure_token_file(settings.admin.token_file)  # the admin API's bearer token
     publisher = crypto.load_private_key(ensure_key(settings.manifests.publishers_jwks))
     settings.manifests.dir.mkdir(parents=True, exist_ok=True)
     for source in sorted(settings.runner.agents_dir.glob("*/manifest.json")):
@@ -82,6 +85,7 @@ def run_demo(config: Path, *, prepare_only: bool = False) -> int:
         print(f"regate demo: {exc}")
         return 1
     try:
+        approve_pending(settings)
         token = mint_token(settings, DEMO_CALLER)
         base = f"http://{settings.gateway.listen.host}:{settings.gateway.listen.port}"
         with httpx.Client(base_url=base, timeout=30) as client:
@@ -97,6 +101,28 @@ def run_demo(config: Path, *, prepare_only: bool = False) -> int:
     import argparse
 
     return cmd_audit_verify(argparse.Namespace(db=settings.gateway.audit_db, config=str(config)))
+
+
+def approve_pending(settings: Settings) -> None:
+    """What an admin does first: approve the agents' manifests (regate agents approve)."""
+    from regate.admin_client import AdminClient
+
+    if settings.admin is None:
+        return
+    with AdminClient.from_settings(settings) as admin:
+        for agent in admin.agents()["agents"]:
+            if agent["state"] != "pending" or agent["manifest_sha256"] is None:
+                continue
+            admin.approve(
+                agent["agent_id"],
+                reason="regate demo",
+                manifest_sha256=agent["manifest_sha256"],
+            )
+            print(
+                f"\n# an admin approves {agent['agent_id']} {agent['version']}"
+                f" (signed by {agent['signature']['kid']}, sha256"
+                f" {agent['manifest_sha256'][:16]}…)"
+            )
 
 
 def print_outcome(title: str, target: str, arguments: Any, response: httpx.Response) -> None:

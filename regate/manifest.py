@@ -8,8 +8,10 @@ the expiry check.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -109,6 +111,8 @@ class SignedManifest:
     sha256: str  # of the canonical payload the signature covers
     tools: Mapping[str, ToolSpec]
     document: Mapping[str, Any]
+    algorithm: str = ""  # the JWS `alg` that verified (ES256 or RS256)
+    expires: datetime | None = None
 
 
 def sign_manifest(document: Mapping[str, Any], private_key: crypto.Jwk) -> str:
@@ -126,7 +130,7 @@ def verify_manifest(
         payload = crypto.verify_jws(
             token, publishers, typ=MANIFEST_TYP, max_size=MAX_MANIFEST_BYTES
         )
-        kid = str(crypto.unverified_header(token, MAX_MANIFEST_BYTES)["kid"])
+        header = crypto.unverified_header(token, MAX_MANIFEST_BYTES)
     except crypto.CryptoError as exc:
         raise ManifestError(f"signature check failed: {exc}") from exc
     try:
@@ -139,16 +143,19 @@ def verify_manifest(
         raise ManifestError("signed payload is not RFC 8785 canonical JSON")
     _check_shape(document)
     expires = document.get("expires")
-    if expires is not None and _parse_time(expires) <= now:
+    expiry = _parse_time(expires) if expires is not None else None
+    if expiry is not None and expiry <= now:
         raise ManifestError(f"manifest expired at {expires}; ask the publisher to re-sign it")
     tools = {t["name"]: _tool(t) for t in document["tools"]}
     return SignedManifest(
         agent_id=document["agent_id"],
         version=document["version"],
-        publisher=kid,
+        publisher=str(header["kid"]),
         sha256=sha256_hex(payload),
         tools=tools,
         document=document,
+        algorithm=str(header.get("alg", "")),
+        expires=expiry,
     )
 
 
@@ -167,6 +174,25 @@ def _check_shape(document: Mapping[str, Any]) -> None:
             raise ManifestError(
                 f"tool {tool['name']!r} input_schema is not a valid JSON Schema: {exc.message}"
             ) from exc
+        for where, ref in _references(tool["input_schema"], "input_schema"):
+            if not ref.startswith("#"):
+                raise ManifestError(
+                    f"tool {tool['name']!r} {where} = {ref!r}: only references inside the"
+                    " schema ('#/...') are allowed; Regate never fetches a schema from elsewhere"
+                )
+
+
+def _references(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every `$ref` and `$dynamicRef` in a JSON Schema, with where it is."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(item, str):
+                yield f"{where}/{key}", item
+            else:
+                yield from _references(item, f"{where}/{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _references(item, f"{where}/{index}")
 
 
 def _parse_time(value: str) -> datetime:
@@ -189,3 +215,67 @@ def _tool(raw: Mapping[str, Any]) -> ToolSpec:
         permissions=tuple(raw.get("permissions", ["net:none"])),
         flags=check_tool_text(raw["description"], raw["input_schema"]),
     )
+
+
+@dataclass(frozen=True)
+class UnverifiedManifest:
+    """What a manifest file claims, read without checking its signature. Never trust it.
+
+    For `regate manifest inspect`: an operator looking at a file the gateway refused
+    wants to see which key it names and what it says, whatever is wrong with it.
+    """
+
+    header: Mapping[str, Any] | None
+    document: Any  # the payload parsed as JSON, or None
+    payload_sha256: str | None  # of the payload bytes, as the gateway would pin them
+    problems: tuple[str, ...]  # what is visibly wrong, without any key
+
+
+def read_unverified(token: str) -> UnverifiedManifest:
+    problems: list[str] = []
+    token = token.strip()
+    if len(token) > MAX_MANIFEST_BYTES:
+        problems.append(f"larger than {MAX_MANIFEST_BYTES} bytes: the gateway refuses it")
+    parts = token.split(".")
+    if len(parts) != 3:
+        problems.append(f"a compact JWS has 3 dot-separated parts; this has {len(parts)}")
+        parts += [""] * (3 - len(parts))
+    header = _decoded_json(parts[0], "header", problems)
+    payload = _b64(parts[1], "payload", problems)
+    document = _decoded_json(parts[1], "payload", problems) if payload is not None else None
+    if not parts[2]:
+        problems.append("no signature")
+    if isinstance(header, dict):
+        if header.get("alg") not in crypto.SUPPORTED_ALGORITHMS:
+            problems.append(f"alg {header.get('alg')!r} is not one Regate accepts (ES256, RS256)")
+        if not header.get("kid"):
+            problems.append("no 'kid': the gateway cannot pick a publisher key")
+        if header.get("typ") != MANIFEST_TYP:
+            problems.append(f"typ {header.get('typ')!r} is not {MANIFEST_TYP!r}")
+    elif header is not None:
+        problems.append("the header is not a JSON object")
+    return UnverifiedManifest(
+        header=header if isinstance(header, dict) else None,
+        document=document,
+        payload_sha256=sha256_hex(payload) if payload is not None else None,
+        problems=tuple(problems),
+    )
+
+
+def _b64(part: str, name: str, problems: list[str]) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        problems.append(f"the {name} is not base64url")
+        return None
+
+
+def _decoded_json(part: str, name: str, problems: list[str]) -> Any:
+    raw = _b64(part, name, problems) if name == "header" else _b64(part, "payload", [])
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        problems.append(f"the {name} is not JSON")
+        return None

@@ -1,8 +1,12 @@
-"""Serving an app under uvicorn on host:port or a unix socket, with the front door's limits."""
+"""Serving apps under uvicorn on host:port or unix sockets, with the front door's limits."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import uvicorn
@@ -23,7 +27,47 @@ class HttpLimits:
 
 
 def serve(app: ASGIApp, listen: Address, limits: HttpLimits | None = None) -> None:
-    limits = limits or HttpLimits()
+    uvicorn.Server(_config(app, listen, limits or HttpLimits())).run()
+
+
+class _Server(uvicorn.Server):
+    """A server that leaves signals to `serve_many`, which stops every server at once."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve_many(apps: Sequence[tuple[ASGIApp, Address, HttpLimits]]) -> None:
+    """Serve several apps in one process and one event loop (so they can share state).
+
+    SIGINT or SIGTERM stops them all; so does any one of them stopping (for
+    instance because its lifespan failed at start).
+    """
+    servers = [_Server(_config(app, listen, limits)) for app, listen, limits in apps]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop_all() -> None:
+            for server in servers:
+                server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_all)
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_all()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            task.result()  # re-raise a server's failure
+
+    asyncio.run(main())
+
+
+def _config(app: ASGIApp, listen: Address, limits: HttpLimits) -> uvicorn.Config:
     if listen.uds:
         # Only the runner's owner may reach the socket: uvicorn opens it to everyone,
         # so the directory around it is what keeps other local users out.
@@ -31,7 +75,7 @@ def serve(app: ASGIApp, listen: Address, limits: HttpLimits | None = None) -> No
         os.chmod(listen.uds.parent, 0o700)
         if listen.uds.exists():
             listen.uds.unlink()
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=listen.host or "127.0.0.1",
         port=listen.port or 0,
@@ -49,4 +93,3 @@ def serve(app: ASGIApp, listen: Address, limits: HttpLimits | None = None) -> No
         proxy_headers=False,  # X-Forwarded-For is judged by us, against trusted_proxies
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run()

@@ -134,6 +134,18 @@ class RunnerSettings:
 class ManifestSettings:
     dir: Path
     publishers_jwks: Path
+    revoked_kids: tuple[str, ...] = ()  # publisher keys whose signatures no longer count
+    # Approve every pending manifest by itself (actor "auto-approve"): tests and demos only.
+    auto_approve: bool = False
+    reload_interval_s: float = 2.0  # how often manifest files and the trust store are checked
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """The admin API's own listener; without a token it is never served (docs/trust.md)."""
+
+    listen: Address
+    token_file: Path
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,7 @@ class Settings:
     manifests: ManifestSettings
     issuers: tuple[IssuerSettings, ...]
     source: Path = field(default=Path("."))
+    admin: AdminSettings | None = None  # no [admin] section: no admin listener
 
 
 def load_settings(path: Path | str | None = None) -> Settings:
@@ -214,7 +227,11 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
     manifests = ManifestSettings(
         dir=_path(_str(mf, "manifests.dir"), base),
         publishers_jwks=_path(_str(mf, "manifests.publishers_jwks"), base),
+        revoked_kids=_strings(mf, "manifests.revoked_kids"),
+        auto_approve=_bool(mf, "manifests.auto_approve", False),
+        reload_interval_s=_float(mf, "manifests.reload_interval_s", 2.0, low=0.05, high=3600),
     )
+    admin = _admin(raw, base)
 
     issuers_raw = raw.get("issuers")
     if not isinstance(issuers_raw, list) or not issuers_raw:
@@ -223,7 +240,29 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
     names = [i.issuer for i in issuers]
     if len(set(names)) != len(names):
         raise ConfigError("[[issuers]]: each issuer may appear only once")
-    return Settings(gateway, opa, runner, manifests, issuers, source)
+    return Settings(gateway, opa, runner, manifests, issuers, source, admin)
+
+
+def _admin(raw: Mapping[str, Any], base: Path) -> AdminSettings | None:
+    if "admin" not in raw:
+        return None
+    table = _table(raw, "admin")
+    if not table.get("token_file"):
+        raise ConfigError(
+            "admin.token_file must name the file holding the admin API's bearer token;"
+            " the admin API is never served without one (remove [admin] to turn it off)"
+        )
+    return AdminSettings(
+        listen=Address.parse(_str(table, "admin.listen", "127.0.0.1:8081"), "admin.listen", base),
+        token_file=_path(_str(table, "admin.token_file"), base),
+    )
+
+
+def _bool(table: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = table.get(key.rpartition(".")[2], default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
 
 
 def _issuer(entry: Any, index: int, base: Path) -> IssuerSettings:

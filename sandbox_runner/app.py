@@ -74,7 +74,9 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         work_dir = settings.work_dir or make_work_dir()
-        verified, _ = load_manifest_dir(manifests.dir, crypto.load_jwks(manifests.publishers_jwks))
+        verified, _ = load_manifest_dir(
+            manifests.dir, crypto.load_jwks(manifests.publishers_jwks), manifests.revoked_kids
+        )
         ceiling = Limits(
             settings.max_timeout_s,
             settings.max_memory_mb,

@@ -69,6 +69,13 @@ agents_dir = "agents"
 [manifests]
 dir = "state/manifests"
 publishers_jwks = "state/keys/publisher.jwks.json"
+# Every manifest approved as it is seen, so the other suites find callable agents;
+# tests/security/test_manifests.py runs a stack without it.
+auto_approve = true
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token_file = "state/keys/admin.token"
 
 [[issuers]]
 issuer = "https://issuer.test.regate"
@@ -149,6 +156,7 @@ def build_stack_files(root: Path, backend: str = "bwrap", extra_config: str = ""
     config.write_text(
         CONFIG_TEMPLATE.format(
             gateway_port=free_port(),
+            admin_port=free_port(),
             opa_port=free_port(),
             policies=REPO / "policies",
             backend=backend,

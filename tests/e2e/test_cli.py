@@ -111,12 +111,19 @@ def test_up_without_bwrap_says_what_to_install(stack_files: Path, tmp_path: Path
 
 
 def test_demo_makes_its_calls_and_verifies_the_log(stack_files: Path) -> None:
+    # As in examples/regate.toml: no auto-approval, so the demo approves through the
+    # admin API, as an admin would.
+    config = stack_files.read_text().replace("auto_approve = true", "auto_approve = false")
+    stack_files.write_text(config)
     result = regate("demo", "--config", str(stack_files))
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
+    assert "an admin approves calculator 1.0.0" in out
     for expected in ("-> 200", 'result: {"sum": 42}', "-> 403", "no_grant", "-> 422", "-> 401"):
         assert expected in out
-    assert "OK: 7 records, hash chain intact" in out
+    # Per agent (the demo re-signs all 7 under agents/): manifest_seen and its approval;
+    # then 5 decisions and 2 receipts.
+    assert "OK: 21 records, hash chain intact" in out
 
 
 def test_keys_manifest_and_token_round_trip(tmp_path: Path) -> None:
@@ -176,3 +183,58 @@ def test_policy_test_passes_on_the_bundle_and_fails_on_a_broken_copy(tmp_path: P
     failed = regate("policy", "test", "--dir", str(broken))
     assert failed.returncode == 1
     assert "FAIL tests" in failed.stdout
+
+
+def test_manifest_inspect_shows_an_unverified_file(tmp_path: Path) -> None:
+    regate("keys", "new", "--name", "pub1", "--dir", str(tmp_path))
+    signed = tmp_path / "calculator.jws"
+    manifest = REPO / "examples" / "agents" / "calculator" / "manifest.json"
+    regate(
+        "manifest",
+        "sign",
+        str(manifest),
+        "--key",
+        str(tmp_path / "pub1.private.jwk"),
+        "--out",
+        str(signed),
+    )
+
+    shown = regate("manifest", "inspect", str(signed))
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"UNVERIFIED {signed}")
+    assert "signed by kid: 'pub1' (claimed)" in shown.stdout
+    assert "agent: 'calculator'  version: '1.0.0'" in shown.stdout
+    assert "tool 'add': permissions ['net:none']" in shown.stdout
+    assert "problem:" not in shown.stdout
+
+    head, payload, _ = signed.read_text().strip().split(".")
+    signed.write_text(f"{head}.{payload}.")
+    broken = regate("manifest", "inspect", str(signed))
+    assert broken.returncode == 0
+    assert "problem: no signature" in broken.stdout
+
+
+def test_keys_rotate_then_retire(tmp_path: Path) -> None:
+    regate("keys", "new", "--name", "publisher", "--dir", str(tmp_path))
+    rotated = regate("keys", "rotate", "--name", "publisher", "--dir", str(tmp_path))
+    assert rotated.returncode == 0, rotated.stderr
+    assert "now holds" in rotated.stdout
+    kids = [k["kid"] for k in json.loads((tmp_path / "publisher.jwks.json").read_text())["keys"]]
+    assert len(kids) == 2
+    assert kids[1] == "publisher"
+    assert "--kid publisher" in rotated.stdout
+
+    retired = regate(
+        "keys", "retire", "--name", "publisher", "--dir", str(tmp_path), "--kid", "publisher"
+    )
+    assert retired.returncode == 0, retired.stderr
+    kids_after = [
+        k["kid"] for k in json.loads((tmp_path / "publisher.jwks.json").read_text())["keys"]
+    ]
+    assert kids_after == [kids[0]]
+    again = regate(
+        "keys", "retire", "--name", "publisher", "--dir", str(tmp_path), "--kid", kids[0]
+    )
+    assert again.returncode == 2
+    assert "current signing key" in again.stderr

@@ -214,6 +214,10 @@ def test_config_agrees_with_the_compose_file() -> None:
 
     _, gateway_port = _host_port(config["gateway"]["listen"])
     assert f"127.0.0.1:8080:{gateway_port}" in services["gateway"]["ports"]
+    _, admin_port = _host_port(config["admin"]["listen"])
+    assert f"127.0.0.1:8081:{admin_port}" in services["gateway"]["ports"]
+    token_dir = config["admin"]["token_file"].rpartition("/")[0]
+    assert token_dir in {m["target"] for m in services["gateway"]["volumes"]}
 
     runner_host, runner_port = _host_port(config["runner"]["url"])
     assert runner_host == "runner"

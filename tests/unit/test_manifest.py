@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.agents import AgentRegistry, load_agents
+from gateway.agents import AgentRegistry
 from gateway.errors import AgentNotFound, ToolNotFound
 from regate import crypto
 from regate.canonical import canonical_json, sha256_hex
@@ -21,10 +21,11 @@ from regate.manifest import (
     DEFAULT_LIMITS,
     MANIFEST_TYP,
     ManifestError,
+    read_unverified,
     sign_manifest,
     verify_manifest,
 )
-from regate.manifest_dir import MAX_MANIFEST_BYTES
+from regate.manifest_dir import MAX_MANIFEST_BYTES, load_manifest_dir
 
 Document = dict[str, Any]
 
@@ -253,7 +254,10 @@ def registry(tmp_path: Path, publisher: Publisher) -> AgentRegistry:
     write_manifest(directory, "forged.jws", untrusted_key_same_kid(publisher))
     (directory / "huge.jws").write_text("a" * (MAX_MANIFEST_BYTES + 1))
     (directory / "notes.txt").write_text(good)  # not a *.jws file: never read
-    return load_agents(directory, publisher.trusted)
+    agents, refused = load_manifest_dir(directory, publisher.trusted)
+    # Every verified manifest callable, as if approved (tests/unit/test_lifecycle.py
+    # covers approval).
+    return AgentRegistry(agents=agents, rejected=refused)
 
 
 def test_load_agents_keeps_good_manifests(registry: AgentRegistry) -> None:
@@ -293,3 +297,71 @@ def test_resolve_unknown_tool_lists_offered_tools(registry: AgentRegistry) -> No
         registry.resolve("calc", "shell")
     assert "agent 'calc' has no tool 'shell'; it offers ['add', 'stats']" in caught.value.message
     assert caught.value.details == {"agent_id": "calc", "tool": "shell"}
+
+
+# --- references in input schemas ----------------------------------------------------
+
+
+def with_schema(schema: Any) -> Document:
+    document = calc_document()
+    document["tools"][1]["input_schema"] = schema
+    return document
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        pytest.param({"$ref": "http://127.0.0.1:9/x.json"}, id="remote-at-the-top"),
+        pytest.param({"type": "object", "properties": {"a": {"$ref": "https://example.com/s"}}}, id="remote-in-a-property"),
+        pytest.param({"$defs": {"x": {"$ref": "file:///etc/passwd"}}}, id="file-url"),
+        pytest.param({"allOf": [{"$ref": "other.json#/x"}]}, id="relative-document"),
+        pytest.param({"$dynamicRef": "http://127.0.0.1:9/meta#node"}, id="dynamic-ref"),
+    ],
+)  # fmt: skip
+def test_schema_references_outside_the_schema_are_refused(
+    publisher: Publisher, schema: Any
+) -> None:
+    token = crypto.sign_jws(canonical_json(with_schema(schema)), publisher.key, MANIFEST_TYP)
+    with pytest.raises(ManifestError, match="only references inside the schema"):
+        verify_manifest(token, publisher.trusted)
+    with pytest.raises(ManifestError, match="only references inside the schema"):
+        sign_manifest(with_schema(schema), publisher.key)
+
+
+def test_references_inside_the_schema_are_fine(publisher: Publisher) -> None:
+    schema = {
+        "type": "object",
+        "$defs": {"n": {"type": "number"}},
+        "properties": {"a": {"$ref": "#/$defs/n"}},
+    }
+    manifest = verify_manifest(sign_manifest(with_schema(schema), publisher.key), publisher.trusted)
+    assert manifest.tools["stats"].input_schema == schema
+
+
+# --- reading a manifest without trusting it ----------------------------------------
+
+
+def test_read_unverified_shows_what_the_file_claims(publisher: Publisher) -> None:
+    seen = read_unverified(sign_manifest(calc_document(), publisher.key))
+    assert seen.header == {"alg": "ES256", "kid": "publisher-1", "typ": MANIFEST_TYP}
+    assert seen.document == calc_document()
+    assert seen.payload_sha256 == sha256_hex(canonical_json(calc_document()))
+    assert seen.problems == ()
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("", "3 dot-separated parts"),
+        ("a.b", "3 dot-separated parts"),
+        (f"{b64url_json({'alg': 'none'})}.{b64url_json({})}.", "no signature"),
+        (f"{b64url_json({'alg': 'none'})}.{b64url_json({})}.", "alg 'none' is not one"),
+        (f"{b64url_json({'alg': 'ES256'})}.{b64url_json({})}.sig", "no 'kid'"),
+        (f"{b64url_json([1])}.{b64url_json({})}.sig", "header is not a JSON object"),
+        ("!!!.e30.sig", "header is not"),
+        (f"{b64url_json({'alg': 'ES256', 'kid': 'k'})}.bm90IGpzb24.sig", "payload is not JSON"),
+    ],
+)
+def test_read_unverified_names_what_is_wrong(token: str, problem: str) -> None:
+    seen = read_unverified(token)
+    assert any(problem in p for p in seen.problems), seen.problems

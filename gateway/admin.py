@@ -1,0 +1,325 @@
+"""The admin API: JSON on its own listener (`[admin] listen`), never on the agents' port.
+
+Until SSO lands (DESIGN §8) it is protected by one bearer token read from
+`[admin] token_file` at start; every request must carry it, it is compared in
+constant time, and without it the API is not served at all (docs/trust.md). The
+app runs in the gateway's process and event loop and acts on the same catalog as
+the agents' app (gateway/catalog.py); every action is audited with its actor.
+
+    GET  /admin/api/agents                      every agent: state, manifest, signature, permissions
+    GET  /admin/api/agents/{agent_id}           one agent
+    GET  /admin/api/agents/{agent_id}/diff      what changed since approval (quarantine)
+    POST /admin/api/agents/{agent_id}/approve   {"permissions"?, "reason"?, "manifest_sha256"?}
+    POST /admin/api/agents/{agent_id}/revoke    {"reason"?}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.catalog import Catalog, Entry
+from gateway.errors import AdminTokenInvalid, AdminTokenMissing
+from gateway.lifecycle import QUARANTINED, tool_pin
+from regate.errors import BadRequest, RegateError, error_body, error_response
+from regate.front_door import FrontDoor
+from regate.jsonbody import parse_json, read_capped
+from regate.middleware import RequestIdMiddleware, request_id
+from regate.settings import AdminSettings, ConfigError, Settings
+
+log = structlog.get_logger("regate.admin")
+
+# Who acted, in the audit log, until admins sign in with SSO.
+TOKEN_ACTOR = "admin-token"  # noqa: S105 (a name for the log, not a secret)
+MIN_TOKEN_CHARS = 32
+MAX_BODY_BYTES = 64 * 1024
+MAX_REASON_CHARS = 1000
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class AdminLink:
+    """The agents' app creates the catalog in its lifespan; the admin app waits for it."""
+
+    def __init__(self) -> None:
+        self.catalog: Catalog | None = None
+        self._ready = asyncio.Event()
+
+    def connect(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._ready.set()
+
+    async def wait(self, timeout_s: float) -> Catalog:
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+        assert self.catalog is not None
+        return self.catalog
+
+
+class AdminToken:
+    """The admin bearer token, held as its sha256 so comparisons take the same time
+    whatever the length or content of what a client sends."""
+
+    def __init__(self, token: str) -> None:
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"the admin token must be at least {MIN_TOKEN_CHARS} characters")
+        self._digest = hashlib.sha256(token.encode()).digest()
+
+    @classmethod
+    def from_file(cls, path: Path) -> AdminToken:
+        try:
+            mode = path.stat().st_mode
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"admin.token_file {path}: cannot read it ({exc}); the admin API is never"
+                " served without a token"
+            ) from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"admin.token_file {path} is readable by other users; chmod 600 it")
+        return cls(token)
+
+    def check(self, authorization: str | None) -> str:
+        """The actor for a request carrying `authorization`, or `AdminTokenInvalid`."""
+        if not authorization:
+            raise AdminTokenMissing("send the admin token: 'Authorization: Bearer <token>'")
+        scheme, _, presented = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise AdminTokenInvalid("the admin API takes 'Authorization: Bearer <token>'")
+        digest = hashlib.sha256(presented.strip().encode()).digest()
+        if not hmac.compare_digest(digest, self._digest):
+            raise AdminTokenInvalid("the admin token is not valid")
+        return TOKEN_ACTOR
+
+
+def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) -> Starlette:
+    token = AdminToken.from_file(admin.token_file)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        # Served only once the agents' app has loaded the catalog.
+        catalog = await link.wait(timeout_s=120)
+        log.info("admin_started", listen=str(admin.listen))
+        yield {"catalog": catalog, "admin_token": token}
+
+    app = Starlette(
+        routes=[
+            Route("/admin/api/agents", list_agents, methods=["GET"]),
+            Route("/admin/api/agents/{agent_id}", show_agent, methods=["GET"]),
+            Route("/admin/api/agents/{agent_id}/diff", show_diff, methods=["GET"]),
+            Route("/admin/api/agents/{agent_id}/approve", approve, methods=["POST"]),
+            Route("/admin/api/agents/{agent_id}/revoke", revoke, methods=["POST"]),
+        ],
+        middleware=[
+            RequestIdMiddleware.as_middleware(),
+            Middleware(FrontDoor, allowed_hosts=settings.gateway.allowed_hosts),
+        ],
+        exception_handlers={RegateError: regate_error, HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False
+    return app
+
+
+Handler = Callable[[Request, Catalog, str], Awaitable[Response]]
+
+
+def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Check the token before anything else; hand the handler the catalog and the actor."""
+
+    async def endpoint(request: Request) -> Response:
+        token: AdminToken = request.state.admin_token
+        try:
+            actor = token.check(request.headers.get("authorization"))
+        except AdminTokenInvalid:
+            log.warning("admin_auth_failed", path=request.url.path)
+            raise
+        return await handler(request, request.state.catalog, actor)
+
+    return endpoint
+
+
+@authenticated
+async def list_agents(request: Request, catalog: Catalog, actor: str) -> Response:
+    callable_agents = catalog.registry.agents
+    return JSONResponse(
+        {
+            "agents": [agent_view(e, e.agent_id in callable_agents) for e in catalog.entries()],
+            "refused": [{"file": f, "reason": r} for f, r in sorted(catalog.refused.items())],
+        }
+    )
+
+
+@authenticated
+async def show_agent(request: Request, catalog: Catalog, actor: str) -> Response:
+    entry = catalog.entry(request.path_params["agent_id"])
+    return JSONResponse(agent_view(entry, entry.agent_id in catalog.registry.agents))
+
+
+@authenticated
+async def show_diff(request: Request, catalog: Catalog, actor: str) -> Response:
+    entry = catalog.entry(request.path_params["agent_id"])
+    record = entry.record
+    return JSONResponse(
+        {
+            "agent_id": entry.agent_id,
+            "state": record.state if record else None,
+            "approved_version": record.approval.version if record and record.approval else None,
+            "version": entry.manifest.version if entry.manifest else None,
+            "diff": list(record.diff) if record and record.state == QUARANTINED else [],
+        }
+    )
+
+
+@authenticated
+async def approve(request: Request, catalog: Catalog, actor: str) -> Response:
+    body = await read_body(request, allowed={"permissions", "reason", "manifest_sha256"})
+    permissions = body.get("permissions")
+    if permissions is not None and not (
+        isinstance(permissions, dict)
+        and all(
+            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in permissions.values()
+        )
+    ):
+        raise BadRequest('"permissions" must map tool names to lists of permission strings')
+    expect = body.get("manifest_sha256")
+    if expect is not None and not (isinstance(expect, str) and SHA256_HEX.match(expect)):
+        raise BadRequest('"manifest_sha256" must be 64 lowercase hex digits')
+    action_id, entry = await catalog.approve(
+        request.path_params["agent_id"],
+        actor=actor,
+        reason=reason_of(body),
+        permissions=permissions,
+        expect_sha256=expect,
+        request_id=request_id(request),
+    )
+    callable_now = entry.agent_id in catalog.registry.agents
+    return JSONResponse({"action_id": action_id, "agent": agent_view(entry, callable_now)})
+
+
+@authenticated
+async def revoke(request: Request, catalog: Catalog, actor: str) -> Response:
+    body = await read_body(request, allowed={"reason"})
+    action_id, entry = await catalog.revoke(
+        request.path_params["agent_id"],
+        actor=actor,
+        reason=reason_of(body),
+        request_id=request_id(request),
+    )
+    callable_now = entry.agent_id in catalog.registry.agents
+    return JSONResponse({"action_id": action_id, "agent": agent_view(entry, callable_now)})
+
+
+async def read_body(request: Request, *, allowed: set[str]) -> dict[str, Any]:
+    """A JSON object (an empty body counts as `{}`) with only the `allowed` fields."""
+    raw = await read_capped(request, MAX_BODY_BYTES)
+    if not raw.strip():
+        return {}
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest("send the body as JSON with 'Content-Type: application/json'")
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown fields {unknown}; this endpoint takes {sorted(allowed)}")
+    return body
+
+
+def reason_of(body: Mapping[str, Any]) -> str:
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise BadRequest(f'"reason" must be a string of at most {MAX_REASON_CHARS} characters')
+    return reason
+
+
+def agent_view(entry: Entry, callable_now: bool) -> dict[str, Any]:
+    """One agent for admins: what it asks for, who signed it, what was approved, and why
+    it is (not) callable. Descriptions and schemas are data here, never rendered."""
+    manifest, record = entry.manifest, entry.record
+    approval = record.approval if record else None
+    # The approved permissions apply to the approved manifest only.
+    current = (
+        approval
+        if approval is not None
+        and manifest is not None
+        and approval.manifest_sha256 == manifest.sha256
+        else None
+    )
+    pins = approval.pins() if approval else {}
+    tools = []
+    for tool in manifest.tools.values() if manifest else ():
+        tools.append(
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "input_schema": tool.input_schema,
+                "entrypoint": list(tool.entrypoint),
+                "limits": dict(tool.limits),
+                "requested_permissions": list(tool.permissions),
+                "approved_permissions": list(current.permissions.get(tool.name, ()))
+                if current
+                else None,
+                "definition_sha256": tool_pin(tool),
+                "pinned_sha256": pins.get(tool.name),
+                "flags": [{"code": f.code, "message": f.message} for f in tool.flags],
+            }
+        )
+    return {
+        "agent_id": entry.agent_id,
+        "state": record.state if record else None,
+        "callable": callable_now,
+        "version": manifest.version if manifest else None,
+        "highest_version_seen": record.highest_version if record else None,
+        "manifest_sha256": manifest.sha256 if manifest else None,
+        "signature": {
+            "verified": True,
+            "kid": manifest.publisher,
+            "alg": manifest.algorithm,
+            "expires": manifest.expires.isoformat() if manifest.expires else None,
+        }
+        if manifest
+        else None,
+        "refused": entry.refused,
+        "first_seen_at": record.first_seen_at if record else None,
+        "tools": tools,
+        "approval": {k: v for k, v in approval.as_json().items() if k != "tools"}
+        if approval
+        else None,
+        "revocation": record.revocation.as_json() if record and record.revocation else None,
+        "diff": list(record.diff) if record else [],
+    }
+
+
+async def regate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RegateError)
+    log.info("admin_request_refused", code=exc.code, status=exc.status, message=exc.message)
+    return error_response(exc, request_id(request))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {
+        404: "no such endpoint; the admin API is under /admin/api/agents",
+        405: "method not allowed on this endpoint",
+    }.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        error_body(code, message, request_id(request)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
