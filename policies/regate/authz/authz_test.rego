@@ -2,7 +2,12 @@ package regate.authz_test
 
 import data.regate.authz
 
-_now := "2026-11-22T12:00:00Z"
+# The tests of each file of the library are in the *_test.rego beside it.
+# Each table test sets every data document the library reads (most to
+# empty), so that it tests the rules, not the shipped data; the
+# test_shipped_* tests check the shipped data.
+
+_now := "2026-11-22T12:00:00Z" # a Sunday
 
 _input(caller, agent, tool) := {
 	"input_version": 1,
@@ -13,133 +18,176 @@ _input(caller, agent, tool) := {
 		"limits": {"timeout_s": 5, "memory_mb": 128, "output_kb": 64, "pids": 16},
 	},
 	"arguments": {},
-	"request": {"id": "req-1", "time": _now, "source_ip": "127.0.0.1", "method": "POST", "path": "/v1/invoke/x/y"},
+	"request": {
+		"id": "req-1", "time": _now, "source_ip": "127.0.0.1", "source_ip_from": "peer",
+		"method": "POST", "path": "/v1/invoke/x/y",
+	},
 	"usage": {"calls_last_minute": 0},
 }
 
-_grants := [
-	{"caller": "alice", "agent_id": "calculator", "tools": ["add", "stats"]},
-	{"caller": "alice", "agent_id": "sleepy", "tools": ["*"]},
-	{"caller": "bob", "agent_id": "calculator", "tools": ["add"], "expires": "2026-11-23T00:00:00Z"},
-	{"caller": "carol", "agent_id": "calculator", "tools": ["add"], "expires": "2026-11-22T11:59:59Z"},
-	{"caller": "dave", "agent_id": "calculator", "tools": ["add"], "expires": "2026-01-01T00:00:00Z"},
-	{"caller": "dave", "agent_id": "calculator", "tools": ["*"]},
-	{"caller": "erin", "agent_id": "calculator", "tools": ["add"], "expires": "2026-11-01T00:00:00Z"},
-	{"caller": "erin", "agent_id": "calculator", "tools": ["*"], "expires": "2026-11-02T00:00:00+01:00"},
-	{"caller": "frank", "agent_id": "calculator", "tools": ["add"], "expires": "next week"},
+# _input with some fields replaced (a deep merge).
+_call(caller, agent, tool, patch) := object.union(_input(caller, agent, tool), patch)
+
+_codes(d) := [reason.code | some reason in d.reasons]
+
+# Every decision has the three keys, a known outcome and at least one reason.
+_well_formed(d) if {
+	object.keys(d) == {"outcome", "reasons", "obligations"}
+	d.outcome in {"allow", "deny", "require_approval"}
+	count(d.reasons) > 0
+	every reason in d.reasons {
+		object.keys(reason) == {"code", "message"}
+		is_string(reason.code)
+		is_string(reason.message)
+	}
+	is_object(d.obligations)
+}
+
+_grants := [{"caller": "alice", "agent_id": "calculator", "tools": ["add", "stats"]}]
+
+# Grants of every tool of each agent to each caller.
+_grants_for(callers, agents) := [{"caller": caller, "agent_id": agent, "tools": ["*"]} |
+	some caller in callers
+	some agent in agents
 ]
 
-# note -> input, expected outcome and reason code.
-_cases := {
-	"allowed": {"input": _input("alice", "calculator", "add"), "outcome": "allow", "code": "granted"},
-	"allowed second listed tool": {"input": _input("alice", "calculator", "stats"), "outcome": "allow", "code": "granted"},
-	"wildcard tools": {"input": _input("alice", "sleepy", "anything"), "outcome": "allow", "code": "granted"},
-	"tool not in grant": {"input": _input("alice", "calculator", "shell"), "outcome": "deny", "code": "no_grant"},
-	"wrong agent": {"input": _input("alice", "ops", "add"), "outcome": "deny", "code": "no_grant"},
-	"wildcard is per agent": {"input": _input("alice", "ops", "shell"), "outcome": "deny", "code": "no_grant"},
-	"unknown caller": {"input": _input("mallory", "calculator", "add"), "outcome": "deny", "code": "no_grant"},
-	"grant not yet expired": {"input": _input("bob", "calculator", "add"), "outcome": "allow", "code": "granted"},
-	"expired grant": {"input": _input("carol", "calculator", "add"), "outcome": "deny", "code": "grant_expired"},
-	"expired grant, other tool": {"input": _input("carol", "calculator", "stats"), "outcome": "deny", "code": "no_grant"},
-	"expired grant beside active one": {"input": _input("dave", "calculator", "add"), "outcome": "allow", "code": "granted"},
-	"two expired grants": {"input": _input("erin", "calculator", "add"), "outcome": "deny", "code": "grant_expired"},
-	"malformed expires never applies": {"input": _input("frank", "calculator", "add"), "outcome": "deny", "code": "no_grant"},
-	"delegated call is matched on caller.sub": {
-		"input": object.union(_input("alice", "calculator", "add"), {"caller": {"act": {"sub": "agent-x"}}}),
-		"outcome": "allow", "code": "granted",
-	},
-	"missing caller": {
-		"input": object.remove(_input("alice", "calculator", "add"), ["caller"]),
-		"outcome": "deny", "code": "invalid_input",
-	},
-	"null caller": {
-		"input": object.union(_input("alice", "calculator", "add"), {"caller": null}),
-		"outcome": "deny", "code": "invalid_input",
-	},
-	"caller sub not a string": {
-		"input": object.union(_input("alice", "calculator", "add"), {"caller": {"sub": ["alice"]}}),
-		"outcome": "deny", "code": "invalid_input",
-	},
-	"missing agent": {
-		"input": json.remove(_input("alice", "calculator", "add"), ["target/agent_id"]),
-		"outcome": "deny", "code": "invalid_input",
-	},
-	"missing tool": {
-		"input": object.remove(_input("alice", "calculator", "add"), ["tool"]),
-		"outcome": "deny", "code": "invalid_input",
-	},
-	"missing tool, wildcard grant": {
-		"input": object.remove(_input("alice", "sleepy", "anything"), ["tool"]),
-		"outcome": "deny", "code": "invalid_input",
-	},
-	"empty input": {"input": {}, "outcome": "deny", "code": "invalid_input"},
-	"no input": {"input": null, "outcome": "deny", "code": "invalid_input"},
-	"missing request time ignores expiring grants": {
-		"input": json.remove(_input("bob", "calculator", "add"), ["request/time"]),
-		"outcome": "deny", "code": "no_grant",
-	},
-	"malformed request time ignores expiring grants": {
-		"input": object.union(_input("bob", "calculator", "add"), {"request": {"time": "yesterday"}}),
-		"outcome": "deny", "code": "no_grant",
-	},
-}
-
-test_decision[note] if {
-	some note, c in _cases
-	d := authz.decision with input as c.input with data.regate.grants as _grants
-	d.outcome == c.outcome
-	[reason] := d.reasons
-	reason.code == c.code
-	d.obligations == {}
-	object.keys(d) == {"outcome", "reasons", "obligations"}
-}
-
-test_decision_with_no_grants if {
-	d := authz.decision with input as _input("alice", "calculator", "add") with data.regate.grants as []
+test_invalid_input[note] if {
+	some note, doc in {
+		"missing caller": object.remove(_input("alice", "calculator", "add"), ["caller"]),
+		"null caller": _call("alice", "calculator", "add", {"caller": null}),
+		"caller sub not a string": _call("alice", "calculator", "add", {"caller": {"sub": ["alice"]}}),
+		"missing agent": json.remove(_input("alice", "calculator", "add"), ["target/agent_id"]),
+		"missing tool": object.remove(_input("alice", "calculator", "add"), ["tool"]),
+		"tool name not a string": _call("alice", "calculator", "add", {"tool": {"name": 7}}),
+		"empty input": {},
+		"no input": null,
+		# Names missing, yet over a rate limit: still invalid_input, not rate_limited.
+		"missing tool, over the limit": object.remove(
+			_call("alice", "calculator", "add", {"usage": {"calls_last_minute": 5}}),
+			["tool"],
+		),
+	}
+	d := authz.decision with input as doc
+		with data.regate.grants as _grants
+		with data.regate.risk as {}
+		with data.regate.arguments as {}
+		with data.regate.rate_limits as {"per_minute": 1}
+		with data.regate.limits as {}
+		with data.regate.redact as {}
+	_well_formed(d)
 	d.outcome == "deny"
-	d.reasons[0].code == "no_grant"
+	_codes(d) == ["invalid_input"]
+	d.obligations == {}
+}
+
+# Deny wins over require_approval, which wins over allow; a deny lists every
+# deny reason: grant first, then arguments (sorted by name), then rate.
+test_precedence[note] if {
+	some note, [doc, outcome, codes] in {
+		"allow": [_input("alice", "calculator", "add"), "allow", ["granted"]],
+		"approval": [_input("alice", "calculator", "stats"), "require_approval", ["approval_required"]],
+		"approval, two annotations": [
+			_call("alice", "calculator", "stats", {"tool": {"permissions": ["fs:delete:/x"]}}),
+			"require_approval", ["approval_required", "approval_required"],
+		],
+		"argument beats approval": [
+			_call("alice", "calculator", "stats", {"arguments": {"n": 9}}),
+			"deny", ["argument_constraint"],
+		],
+		"rate beats approval": [
+			_call("alice", "calculator", "stats", {"usage": {"calls_last_minute": 2}}),
+			"deny", ["rate_limited"],
+		],
+		"no grant and all the rest": [
+			_call("bob", "calculator", "shell", {"arguments": {"n": 9, "m": 0}, "usage": {"calls_last_minute": 2}}),
+			"deny", ["no_grant", "argument_constraint", "argument_constraint", "rate_limited"],
+		],
+	}
+	d := authz.decision with input as doc
+		with data.regate.grants as [{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.risk as {
+			"levels": ["destructive"], "approval_levels": ["destructive"],
+			"tools": {"calculator": {"stats": "destructive"}}, "permissions": {"fs:delete:*": "destructive"},
+		}
+		with data.regate.arguments as {"tools": {"calculator": {"*": {
+			"n": {"max": 5, "optional": true},
+			"m": {"min": 1, "optional": true},
+		}}}}
+		with data.regate.rate_limits as {"per_minute": 2, "retry_after_s": 30}
+		with data.regate.limits as {}
+		with data.regate.redact as {}
+	_well_formed(d)
+	d.outcome == outcome
+	_codes(d) == codes
 }
 
 # Messages are what a caller sees in a 403: they must name the parties and the fix.
-_messages := {
-	"granted": {
-		"input": _input("alice", "calculator", "add"),
-		"want": `caller "alice" has a grant for tool "add" of agent "calculator"`,
-	},
-	"no_grant": {
-		"input": _input("demo-client", "ops", "shell"),
-		"want": `caller "demo-client" has no grant for tool "shell" of agent "ops"; ask a policy owner to add one in policies/regate/data.json`,
-	},
-	"invalid_input": {
-		"input": {},
-		"want": "the policy input lacks caller.sub, target.agent_id or tool.name; the gateway must send the input document of docs/policy-input.md",
-	},
-	"grant_expired": {
-		"input": _input("erin", "calculator", "add"),
-		"want": `the grant for caller "erin" on tool "add" of agent "calculator" expired (2026-11-01T00:00:00Z, 2026-11-02T00:00:00+01:00); ask a policy owner to renew it in policies/regate/data.json`,
-	},
-}
-
 test_message[note] if {
-	some note, c in _messages
-	d := authz.decision with input as c.input with data.regate.grants as _grants
-	d.reasons[0].message == c.want
+	some note, [doc, want] in {
+		"granted": [_input("alice", "calculator", "add"), `caller "alice" has a grant for tool "add" of agent "calculator"`],
+		"no_grant": [
+			_input("demo-client", "ops", "shell"),
+			concat("", [
+				`caller "demo-client" has no grant for tool "shell" of agent "ops"; `,
+				"ask a policy owner to add one in policies/regate/data.json",
+			]),
+		],
+		"invalid_input": [
+			{},
+			concat("", [
+				"the policy input lacks caller.sub, target.agent_id or tool.name; ",
+				"the gateway must send the input document of docs/policy-input.md",
+			]),
+		],
+	}
+	d := authz.decision with input as doc
+		with data.regate.grants as _grants
+		with data.regate.risk as {}
+		with data.regate.arguments as {}
+		with data.regate.rate_limits as {}
+		with data.regate.limits as {}
+		with data.regate.redact as {}
+	d.reasons[0].message == want
 }
 
-# The shipped data.json: the demo's allowed and denied calls, and the integration-test grants.
-_shipped := {
-	"demo calculator add": {"input": _input("demo-client", "calculator", "add"), "outcome": "allow"},
-	"demo calculator stats": {"input": _input("demo-client", "calculator", "stats"), "outcome": "allow"},
-	"demo ops shell": {"input": _input("demo-client", "ops", "shell"), "outcome": "deny"},
-	"test-client calculator": {"input": _input("test-client", "calculator", "divide"), "outcome": "allow"},
-	"test-client sleepy": {"input": _input("test-client", "sleepy", "sleep"), "outcome": "allow"},
-	"test-client ops": {"input": _input("test-client", "ops", "shell"), "outcome": "deny"},
-	"test-client sneaky": {"input": _input("test-client", "sneaky", "peek"), "outcome": "allow"},
-	"demo sneaky": {"input": _input("demo-client", "sneaky", "echo"), "outcome": "deny"},
+# The shipped data keeps the demo and the integration tests as they were:
+# the same outcomes, one reason, and no obligations.
+test_shipped_demo_and_test_callers[note] if {
+	some note, [doc, outcome, code] in {
+		"demo calculator add": [_input("demo-client", "calculator", "add"), "allow", "granted"],
+		"demo calculator stats": [_input("demo-client", "calculator", "stats"), "allow", "granted"],
+		"demo ops shell": [_input("demo-client", "ops", "shell"), "deny", "no_grant"],
+		"demo sneaky": [_input("demo-client", "sneaky", "echo"), "deny", "no_grant"],
+		"test-client calculator": [_input("test-client", "calculator", "divide"), "allow", "granted"],
+		"test-client sleepy": [_input("test-client", "sleepy", "nap"), "allow", "granted"],
+		"test-client sneaky": [_input("test-client", "sneaky", "peek"), "allow", "granted"],
+		"test-client ops": [_call("test-client", "ops", "shell", {"arguments": {"command": "id"}}), "deny", "no_grant"],
+		"test-client, a thousand calls a minute": [
+			_call("test-client", "calculator", "add", {"usage": {"calls_last_minute": 1000}}),
+			"allow", "granted",
+		],
+		"demo-client, a thousand calls a minute": [
+			_call("demo-client", "calculator", "add", {"usage": {"calls_last_minute": 1000}}),
+			"allow", "granted",
+		],
+		"test-limited, third call": [
+			_call("test-limited", "calculator", "add", {"usage": {"calls_last_minute": 2}}),
+			"allow", "granted",
+		],
+	}
+	d := authz.decision with input as doc
+	_well_formed(d)
+	d.outcome == outcome
+	_codes(d) == [code]
+	d.obligations == {}
 }
 
-test_shipped_grants[note] if {
-	some note, c in _shipped
-	d := authz.decision with input as c.input
-	d.outcome == c.outcome
+# Every tool of the demo and test agents, through the shipped risk,
+# argument and limit data: nothing needs approval, nothing is constrained.
+test_shipped_demo_tools_unchanged[tool] if {
+	some tool in ["calculator/add", "calculator/stats", "sleepy/nap", "sleepy/probe", "sleepy/flood", "sneaky/echo"]
+	[agent, name] := split(tool, "/")
+	d := authz.decision with input as _call("test-client", agent, name, {"tool": {"permissions": ["net:none"]}})
+	d.outcome == "allow"
+	d.obligations == {}
 }
