@@ -50,6 +50,13 @@ class PolicyDenied(RegateError):
     code = "policy_denied"
 
 
+class RateLimited(RegateError):
+    """Policy said the caller is over its rate limit (every reason `rate_limited`)."""
+
+    status = 429
+    code = "rate_limited"
+
+
 class PolicyUnavailable(RegateError):
     """OPA could not give a usable decision: down, slow, erroring or undefined. Deny."""
 

@@ -12,6 +12,7 @@ Transport (HTTP parsing, JSON-RPC, clients) lives elsewhere.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -23,7 +24,7 @@ from gateway.agents import AgentRegistry
 from gateway.arguments import validate_arguments
 from gateway.audit import AuditStore
 from gateway.auth import Caller, TokenVerifier
-from gateway.errors import PolicyDenied, ToolFlagged
+from gateway.errors import PolicyDenied, RateLimited, ToolFlagged
 from gateway.policy import Decision, PolicyClient
 from gateway.policy_input import RequestFacts, build_policy_input
 from gateway.runner_client import RunnerClient
@@ -86,9 +87,22 @@ class Trail:
             "tool": self.call.tool,
             "source_ip": self.call.request.source_ip,
             "policy": decision,
-            "input": self.policy_input,
+            "input": masked(self.policy_input, self.decision),
             "stages_ms": self.stages_ms,
         }
+
+
+def masked(policy_input: dict[str, Any] | None, decision: Decision | None) -> dict[str, Any] | None:
+    """The policy input as the log keeps it: arguments the policy names in
+    `obligations.redact` are masked (the tool and the argument digest see the real ones)."""
+    names = decision.obligations.get("redact") if decision else None
+    if policy_input is None or not isinstance(names, list):
+        return policy_input
+    arguments = {
+        key: "[redacted]" if key in names else value
+        for key, value in policy_input.get("arguments", {}).items()
+    }
+    return {**policy_input, "arguments": arguments}
 
 
 class Pipeline:
@@ -224,6 +238,15 @@ def enforce(decision: Decision, decision_id: str) -> None:
             approval_required=True,
         )
     first = decision.reasons[0].message if decision.reasons else "no reason given"
+    if decision.reasons and all(r.code == "rate_limited" for r in decision.reasons):
+        retry = decision.obligations.get("retry_after_s")
+        seconds = math.ceil(retry) if isinstance(retry, int | float) and retry > 0 else 60
+        raise RateLimited(
+            f"rate limited by policy: {first}; retry after {seconds} s",
+            headers={"Retry-After": str(seconds)},
+            reasons=reasons,
+            retry_after_s=seconds,
+        )
     raise PolicyDenied(f"denied by policy: {first}", reasons=reasons)
 
 
