@@ -10,6 +10,7 @@ admin API with its token and must each leave an audit record naming the actor.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -27,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from conftest import REPO, TEST_CALLER, RunningStack, free_port, world_traversable_tmpdir
+from mcp import ClientSession, MCPError
+from mcp.client.streamable_http import streamable_http_client
 
 from regate import crypto
 from regate.canonical import canonical_json
@@ -42,7 +46,7 @@ pytestmark = pytest.mark.integration
 
 # Agents present when the stack starts, so that the runner stages their tools and
 # a call can run once an admin approves them. Each row uses its own agent.
-STAGED = ["t-approve", "t-quarantine", "t-grow", "t-revoke", "t-subset", "t-reapprove"]
+STAGED = ["t-approve", "t-quarantine", "t-grow", "t-revoke", "t-subset", "t-reapprove", "t-mcp"]
 
 CONFIG = """
 [gateway]
@@ -710,3 +714,44 @@ def test_cli_lists_approves_and_revokes(trust: Trust, tmp_path: Path) -> None:
     refused = cli(trust, "agents", "list", "--token-file", str(wrong))
     assert refused.returncode == 1
     assert "401 invalid_token" in refused.stderr
+
+
+# --- MCP sees the same registry ----------------------------------------------------
+
+
+def mcp_view(trust: Trust, name: str) -> tuple[list[str], Any]:
+    """The tools MCP lists to the test caller, and what calling `name` gives."""
+
+    async def main() -> tuple[list[str], Any]:
+        headers = {"Authorization": f"Bearer {trust.running.token()}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=30) as http,
+            streamable_http_client(f"{trust.running.base_url}/mcp", http_client=http) as (r, w),
+            ClientSession(r, w) as session,
+        ):
+            await session.initialize()
+            listed = [tool.name for tool in (await session.list_tools()).tools]
+            try:
+                return listed, await session.call_tool(name, {"a": 1, "b": 2})
+            except MCPError as exc:
+                return listed, exc
+
+    return asyncio.run(main())
+
+
+def test_mcp_lists_and_calls_only_approved_agents(trust: Trust) -> None:
+    trust.wait_state("t-mcp", "pending")
+
+    listed, refused = mcp_view(trust, "t-mcp.add")
+
+    assert "t-mcp.add" not in listed
+    assert isinstance(refused, MCPError)
+    assert refused.error.data["code"] == "agent_not_approved"
+    assert refused.error.data["state"] == "pending"
+
+    trust.approved("t-mcp")
+    listed, result = mcp_view(trust, "t-mcp.add")
+
+    assert "t-mcp.add" in listed
+    assert result.is_error is False
+    assert result.structured_content == {"sum": 3}
