@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from gateway.errors import AuditUnavailable
 from regate.canonical import canonical_json, sha256_hex
 
 log = structlog.get_logger("regate.audit")
@@ -99,8 +100,9 @@ class AuditStore:
     writes them in one transaction and commits once (one fsync), then answers each
     caller. A lone call costs one commit as before; under load many calls share one,
     so throughput grows with concurrency while each record is still durable before
-    its caller hears back. If a commit fails, every caller in it gets the error and
-    the chain head stays where the store really is.
+    its caller hears back. If a commit fails (disk full, I/O error, an unwritable
+    record), every caller in it gets `AuditUnavailable` — a 503: nothing proceeds
+    unlogged — and the chain head stays where the store really is.
     """
 
     def __init__(self, path: Path, *, max_batch: int = 256) -> None:
@@ -175,8 +177,12 @@ class AuditStore:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             log.error("audit_commit_failed", error=str(exc), records=len(batch))
+            refusal = AuditUnavailable(
+                "the decision could not be recorded, so the call was refused; retry later"
+            )
+            refusal.__cause__ = exc
             for item in batch:
-                item.loop.call_soon_threadsafe(_settle, item.future, None, exc)
+                item.loop.call_soon_threadsafe(_settle, item.future, None, refusal)
             return
         self._seq, self._head = seq, head
         self.commits += 1

@@ -64,6 +64,13 @@ class PolicyUnavailable(RegateError):
     code = "policy_unavailable"
 
 
+class AuditUnavailable(RegateError):
+    """The decision could not be made durable: nothing proceeds unlogged."""
+
+    status = 503
+    code = "audit_unavailable"
+
+
 class RunnerUnavailable(RegateError):
     status = 502
     code = "runner_unavailable"

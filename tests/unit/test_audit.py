@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from gateway.audit import GENESIS, AuditRecord, AuditStore, record_hash, verify_chain
+from gateway.errors import AuditUnavailable
 
 RECORDS = 5
 
@@ -249,8 +250,10 @@ def test_a_failed_commit_fails_its_callers_and_leaves_the_chain_whole(tmp_path: 
         try:
             await store.append("decision", "ok-1", {"n": 1})
             # A body that cannot be written (not canonicalizable) fails its batch.
-            with pytest.raises(ValueError, match="canonicalized"):
+            with pytest.raises(AuditUnavailable) as refused:
                 await store.append("decision", "bad", {"n": float("nan")})
+            assert refused.value.status == 503
+            assert isinstance(refused.value.__cause__, ValueError)
             await store.append("decision", "ok-2", {"n": 2})
         finally:
             await store.close()
