@@ -27,7 +27,6 @@ from typing import Any
 
 import structlog
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,7 +35,8 @@ from starlette.routing import Route
 from gateway.catalog import Catalog, Entry
 from gateway.errors import AdminTokenInvalid, AdminTokenMissing
 from gateway.lifecycle import QUARANTINED, tool_pin
-from regate.errors import BadRequest, RegateError, error_body, error_response
+from regate.error_handlers import exception_handlers
+from regate.errors import BadRequest
 from regate.front_door import FrontDoor
 from regate.jsonbody import parse_json, read_capped
 from regate.middleware import RequestIdMiddleware, request_id
@@ -127,7 +127,10 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
             RequestIdMiddleware.as_middleware(),
             Middleware(FrontDoor, allowed_hosts=settings.gateway.allowed_hosts),
         ],
-        exception_handlers={RegateError: regate_error, HTTPException: http_error},
+        exception_handlers=exception_handlers(
+            event="admin_request_refused",
+            not_found_hint="the admin API is under /admin/api/agents",
+        ),
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
@@ -303,23 +306,3 @@ def agent_view(entry: Entry, callable_now: bool) -> dict[str, Any]:
         "revocation": record.revocation.as_json() if record and record.revocation else None,
         "diff": list(record.diff) if record else [],
     }
-
-
-async def regate_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RegateError)
-    log.info("admin_request_refused", code=exc.code, status=exc.status, message=exc.message)
-    return error_response(exc, request_id(request))
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    message = {
-        404: "no such endpoint; the admin API is under /admin/api/agents",
-        405: "method not allowed on this endpoint",
-    }.get(exc.status_code, str(exc.detail))
-    return JSONResponse(
-        error_body(code, message, request_id(request)),
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )

@@ -12,7 +12,6 @@ import httpx
 import structlog
 from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,11 +32,11 @@ from gateway.policy import PolicyClient
 from gateway.request_facts import request_facts
 from gateway.runner_client import RunnerClient
 from gateway.usage import UsageCounter
-from regate.errors import RegateError, error_body, error_response
+from regate.error_handlers import exception_handlers
 from regate.front_door import FrontDoor
 from regate.grants import load_or_create_grant_key
 from regate.jsonbody import read_json_object
-from regate.middleware import RequestIdMiddleware, request_id
+from regate.middleware import RequestIdMiddleware
 from regate.settings import Address, Settings
 
 log = structlog.get_logger("regate.gateway")
@@ -115,7 +114,10 @@ def create_app(
             RequestIdMiddleware.as_middleware(),
             Middleware(FrontDoor, allowed_hosts=settings.gateway.allowed_hosts),
         ],
-        exception_handlers={RegateError: regate_error, HTTPException: http_error},
+        exception_handlers=exception_handlers(
+            event="request_refused",
+            not_found_hint="agents call POST /v1/invoke/{agent_id}/{tool}",
+        ),
         lifespan=lifespan,
     )
     # A slash redirect would be built from the client's Host header: never.
@@ -172,24 +174,4 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks, "runner": runner},
         status_code=200 if ready else 503,
-    )
-
-
-async def regate_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RegateError)
-    log.info("request_refused", code=exc.code, status=exc.status, message=exc.message)
-    return error_response(exc, request_id(request))
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    message = {
-        404: "no such endpoint; agents call POST /v1/invoke/{agent_id}/{tool}",
-        405: "method not allowed on this endpoint",
-    }.get(exc.status_code, str(exc.detail))
-    return JSONResponse(
-        error_body(code, message, request_id(request)),
-        status_code=exc.status_code,
-        headers=exc.headers,
     )

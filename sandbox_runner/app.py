@@ -20,11 +20,12 @@ from starlette.routing import Route
 
 from regate import crypto
 from regate.canonical import digest
-from regate.errors import NotFound, RegateError, error_response
+from regate.error_handlers import exception_handlers
+from regate.errors import NotFound, RegateError
 from regate.grants import Grant, GrantError, GrantKeys, verify_grant
 from regate.jsonbody import read_json_object
 from regate.manifest_dir import load_manifest_dir
-from regate.middleware import RequestIdMiddleware, request_id
+from regate.middleware import RequestIdMiddleware
 from regate.settings import ManifestSettings, RunnerSettings
 from sandbox_runner import cgroups
 from sandbox_runner.limits import Limits
@@ -32,7 +33,7 @@ from sandbox_runner.nsjail import find_nsjail
 from sandbox_runner.redact import redact
 from sandbox_runner.registry import ToolHealth, ToolRegistry, build_registry, make_work_dir
 from sandbox_runner.replay import ReplayGuard
-from sandbox_runner.sandbox import Sandbox, SandboxUnavailable, run_tool
+from sandbox_runner.sandbox import Sandbox, run_tool
 
 log = structlog.get_logger("regate.runner")
 MAX_BODY_BYTES = 1024 * 1024
@@ -123,7 +124,9 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[RequestIdMiddleware.as_middleware()],
-        exception_handlers={RegateError: _error},
+        exception_handlers=exception_handlers(
+            event="request_refused", not_found_hint="the runner serves /v1/run and /v1/tools"
+        ),
         lifespan=lifespan,
     )
 
@@ -232,12 +235,3 @@ async def get_tool(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
-
-
-async def _error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RegateError)
-    log.info("request_refused", code=exc.code, status=exc.status, message=exc.message)
-    return error_response(exc, request_id(request))
-
-
-__all__ = ["SandboxUnavailable", "create_app"]
