@@ -24,6 +24,7 @@ from gateway.approvals import ApprovalStore
 from gateway.arguments import extract_arguments
 from gateway.audit import AuditStore
 from gateway.auth import TokenVerifier, load_issuers
+from gateway.breaker import CircuitBreaker
 from gateway.catalog import Catalog
 from gateway.mcp import mcp_endpoint
 from gateway.mcp_sessions import SessionStore
@@ -78,7 +79,15 @@ def create_app(
                 leeway_s=settings.gateway.leeway_s,
             ),
             agents=catalog.registry,
-            policy=PolicyClient(opa_http, timeout_s=settings.opa.timeout_s),
+            policy=PolicyClient(
+                opa_http,
+                timeout_s=settings.opa.timeout_s,
+                breaker=CircuitBreaker(
+                    "opa",
+                    failure_threshold=settings.opa.breaker_failures,
+                    cooldown_s=settings.opa.breaker_cooldown_s,
+                ),
+            ),
             audit=audit,
             runner=RunnerClient(runner_http),
             usage=UsageCounter(),
@@ -172,6 +181,11 @@ async def readyz(request: Request) -> Response:
     # gateway unready for every other tool.
     runner = await pipeline.runner.tool_health() if checks["runner"] else None
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks, "runner": runner},
+        {
+            "status": "ready" if ready else "not_ready",
+            "checks": checks,
+            "policy_breaker": pipeline.policy.breaker.snapshot(),
+            "runner": runner,
+        },
         status_code=200 if ready else 503,
     )

@@ -2,11 +2,16 @@
 
 Everything that is not a well-formed decision document — OPA down, slow, erroring,
 an undefined result, a malformed document — becomes `PolicyUnavailable`, which the
-gateway answers as a 503 deny.
+gateway answers as a 503 deny. Each request to OPA has one deadline for the whole
+exchange (`timeout_s`), and goes through a circuit breaker (gateway/breaker.py): once
+OPA has failed to answer several times in a row, calls are denied at once instead of
+each waiting out its own timeout against a dead sidecar.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -14,6 +19,7 @@ from typing import Any, Literal, cast
 import httpx
 import structlog
 
+from gateway.breaker import BreakerOpen, CircuitBreaker
 from gateway.errors import PolicyUnavailable
 
 log = structlog.get_logger("regate.policy")
@@ -47,18 +53,24 @@ class Decision:
 
 
 class PolicyClient:
-    def __init__(self, client: httpx.AsyncClient, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        timeout_s: float,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self._client = client
-        self._timeout = httpx.Timeout(timeout_s)
+        self._timeout_s = timeout_s
+        self.breaker = breaker or CircuitBreaker("opa", failure_threshold=5, cooldown_s=5.0)
 
     async def decide(self, policy_input: Mapping[str, Any]) -> Decision:
         try:
-            response = await self._client.post(
-                DECISION_PATH,
-                params={"provenance": "true"},
-                json={"input": policy_input},
-                timeout=self._timeout,
+            response = await self._send(
+                "POST", DECISION_PATH, params={"provenance": "true"}, json={"input": policy_input}
             )
+        except BreakerOpen as exc:
+            raise _breaker_open(exc) from exc
         except httpx.TimeoutException as exc:
             raise _unavailable("opa_timeout", exc) from exc
         except httpx.HTTPError as exc:
@@ -72,11 +84,39 @@ class PolicyClient:
         return parse_decision(body)
 
     async def healthy(self) -> bool:
+        """OPA answers `/health`. While the breaker is open this is False without asking;
+        after the cool-down this check is itself the breaker's probe, so a gateway that
+        gets no traffic (e.g. out of a load balancer's rotation) still recovers."""
         try:
-            response = await self._client.get("/health", timeout=self._timeout)
-        except httpx.HTTPError:
+            response = await self._send("GET", "/health")
+        except (BreakerOpen, httpx.HTTPError):
             return False
         return response.status_code == 200
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One exchange with OPA, bounded by `timeout_s` as a whole, through the breaker.
+
+        Only "OPA did not answer" (refused, reset, timed out) counts against the
+        breaker: any HTTP answer proves OPA is alive, and one caller's input that
+        makes the policy fail must not shut the gateway for everyone.
+        """
+        self.breaker.admit()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._client.request(
+                    method, path, timeout=httpx.Timeout(self._timeout_s), **kwargs
+                )
+        except TimeoutError as exc:
+            self.breaker.failed()
+            raise httpx.TimeoutException(f"no answer within {self._timeout_s} s") from exc
+        except httpx.TransportError:
+            self.breaker.failed()
+            raise
+        except BaseException:
+            self.breaker.abandoned()
+            raise
+        self.breaker.succeeded()
+        return response
 
 
 def parse_decision(body: Any) -> Decision:
@@ -117,6 +157,19 @@ def _revision(body: Mapping[str, Any]) -> str:
         if isinstance(b, dict) and b.get("revision")
     )
     return ",".join(revisions) or "unversioned"
+
+
+def _breaker_open(exc: BreakerOpen) -> PolicyUnavailable:
+    retry_after = max(1, math.ceil(exc.retry_in_s))
+    log.warning("policy_unavailable", code="breaker_open", retry_in_s=round(exc.retry_in_s, 3))
+    return PolicyUnavailable(
+        f"the policy engine is unavailable (it failed {exc.failures} times in a row, so the"
+        f" gateway stopped asking it), so the call was denied; the gateway will try it again"
+        f" in {retry_after} s: retry after that",
+        headers={"Retry-After": str(retry_after)},
+        cause="breaker_open",
+        retry_after_s=retry_after,
+    )
 
 
 def _unavailable(code: str, detail: object) -> PolicyUnavailable:

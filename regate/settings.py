@@ -105,6 +105,10 @@ class OpaSettings:
     timeout_s: float = 0.5
     listen: Address | None = None  # where `regate up` starts the sidecar
     policies_dir: Path | None = None
+    # The circuit breaker (gateway/breaker.py): this many calls in a row that OPA does
+    # not answer open it; calls are then denied at once until a probe after the cool-down.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,8 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
         timeout_s=_float(op, "opa.timeout_s", 0.5, low=0.01, high=30),
         listen=Address.parse(_str(op, "opa.listen"), "opa.listen", base) if listen else None,
         policies_dir=_path(_str(op, "opa.policies_dir"), base) if policies else None,
+        breaker_failures=_int(op, "opa.breaker_failures", 5, low=1, high=1000),
+        breaker_cooldown_s=_float(op, "opa.breaker_cooldown_s", 5.0, low=0.05, high=3600),
     )
 
     rn = _table(raw, "runner")

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import respx
 
+from gateway.breaker import CircuitBreaker
 from gateway.errors import PolicyUnavailable
 from gateway.policy import DECISION_PATH, Decision, PolicyClient, Reason, parse_decision
 
@@ -206,3 +207,183 @@ def test_healthy(router: respx.MockRouter, mock: dict[str, Any], expected: bool)
     route = router.get("/health").mock(**mock)
     assert healthy(router) is expected
     assert route.call_count == 1
+
+
+# --- the circuit breaker in front of OPA -------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaker_client(
+    router: respx.MockRouter, clock: Clock, *, timeout_s: float = 0.5
+) -> tuple[httpx.AsyncClient, PolicyClient]:
+    transport = httpx.MockTransport(router.async_handler)
+    client = httpx.AsyncClient(base_url=BASE_URL, transport=transport)
+    breaker = CircuitBreaker("opa", failure_threshold=3, cooldown_s=5.0, clock=clock)
+    return client, PolicyClient(client, timeout_s=timeout_s, breaker=breaker)
+
+
+async def outcomes(policy: PolicyClient, n: int) -> list[str]:
+    """The cause of each of n decisions, or "allow"."""
+    causes = []
+    for _ in range(n):
+        try:
+            causes.append((await policy.decide(POLICY_INPUT)).outcome)
+        except PolicyUnavailable as exc:
+            causes.append(exc.details["cause"])
+    return causes
+
+
+def test_dead_opa_opens_the_breaker_and_later_calls_never_reach_it(
+    router: respx.MockRouter,
+) -> None:
+    route = router.post(DECISION_PATH).mock(side_effect=httpx.ConnectError)
+    clock = Clock()
+
+    async def run() -> PolicyUnavailable:
+        client, policy = breaker_client(router, clock)
+        async with client:
+            assert await outcomes(policy, 5) == ["opa_unreachable"] * 3 + ["breaker_open"] * 2
+            clock.now += 2
+            with pytest.raises(PolicyUnavailable) as caught:
+                await policy.decide(POLICY_INPUT)
+            return caught.value
+
+    refused = asyncio.run(run())
+    assert route.call_count == 3  # the breaker held back everything after the third
+    assert (refused.status, refused.code) == (503, "policy_unavailable")
+    assert refused.details == {"cause": "breaker_open", "retry_after_s": 3}
+    assert refused.headers == {"Retry-After": "3"}
+    assert "failed 3 times in a row" in refused.message
+    assert "try it again in 3 s" in refused.message
+
+
+def test_probe_after_the_cooldown_closes_the_breaker_when_opa_is_back(
+    router: respx.MockRouter,
+) -> None:
+    route = router.post(DECISION_PATH)
+    route.side_effect = httpx.ConnectError
+    clock = Clock()
+
+    async def run() -> list[str]:
+        client, policy = breaker_client(router, clock)
+        async with client:
+            assert await outcomes(policy, 4) == ["opa_unreachable"] * 3 + ["breaker_open"]
+            route.side_effect = None
+            route.return_value = httpx.Response(200, json={"result": {"outcome": "allow"}})
+            assert await outcomes(policy, 1) == ["breaker_open"]  # OPA is back, cool-down not over
+            clock.now += 5
+            return await outcomes(policy, 3)
+
+    assert asyncio.run(run()) == ["allow"] * 3
+    assert route.call_count == 3 + 3
+
+
+def test_failed_probe_keeps_the_breaker_open(router: respx.MockRouter) -> None:
+    route = router.post(DECISION_PATH).mock(side_effect=httpx.ReadTimeout)
+    clock = Clock()
+
+    async def run() -> list[str]:
+        client, policy = breaker_client(router, clock)
+        async with client:
+            await outcomes(policy, 3)
+            clock.now += 5
+            return await outcomes(policy, 3)
+
+    assert asyncio.run(run()) == ["opa_timeout", "breaker_open", "breaker_open"]
+    assert route.call_count == 4
+
+
+@pytest.mark.parametrize(
+    "mock",
+    [
+        pytest.param(respond(status_code=500, json={"code": "internal_error"}), id="http-500"),
+        pytest.param(ok_json({}), id="undefined"),
+        pytest.param(result(outcome="permit"), id="malformed"),
+    ],
+)
+def test_answers_from_opa_do_not_open_the_breaker(
+    router: respx.MockRouter, mock: dict[str, Any]
+) -> None:
+    """OPA answered, so it is alive: one caller's input that breaks the policy must
+    not shut the gateway for everyone."""
+    route = router.post(DECISION_PATH).mock(**mock)
+
+    async def run() -> list[str]:
+        client, policy = breaker_client(router, Clock())
+        async with client:
+            return await outcomes(policy, 6)
+
+    causes = asyncio.run(run())
+    assert "breaker_open" not in causes
+    assert route.call_count == 6
+
+
+def test_one_deadline_bounds_the_whole_exchange(router: respx.MockRouter) -> None:
+    async def stall(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json={"result": {"outcome": "allow"}})
+
+    router.post(DECISION_PATH).mock(side_effect=stall)
+
+    async def run() -> list[str]:
+        client, policy = breaker_client(router, Clock(), timeout_s=0.05)
+        async with client:
+            return await outcomes(policy, 1)
+
+    assert asyncio.run(run()) == ["opa_timeout"]
+
+
+def test_health_check_is_false_while_open_and_is_the_probe_after_the_cooldown(
+    router: respx.MockRouter,
+) -> None:
+    router.post(DECISION_PATH).mock(side_effect=httpx.ConnectError)
+    health = router.get("/health").respond(200, json={})
+    clock = Clock()
+
+    async def run() -> tuple[bool, bool, str]:
+        client, policy = breaker_client(router, clock)
+        async with client:
+            await outcomes(policy, 3)
+            while_open = await policy.healthy()
+            clock.now += 5
+            after_cooldown = await policy.healthy()
+            return while_open, after_cooldown, policy.breaker.state
+
+    assert asyncio.run(run()) == (False, True, "closed")
+    assert health.call_count == 1  # not asked while the breaker was open
+
+
+def test_cancelled_probe_frees_the_slot(router: respx.MockRouter) -> None:
+    started = asyncio.Event()
+
+    async def stall(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await asyncio.sleep(30)
+        return httpx.Response(200, json={})
+
+    router.post(DECISION_PATH).mock(side_effect=httpx.ConnectError)
+    router.get("/health").mock(side_effect=stall)
+    clock = Clock()
+
+    async def run() -> str:
+        client, policy = breaker_client(router, clock)
+        async with client:
+            await outcomes(policy, 3)
+            clock.now += 5
+            probe = asyncio.create_task(policy.healthy())
+            await started.wait()
+            probe.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await probe
+            router.get("/health").respond(200, json={})
+            assert await policy.healthy() is True  # a new probe was let through
+            return policy.breaker.state
+
+    assert asyncio.run(run()) == "closed"

@@ -83,6 +83,7 @@ def test_minimal_config_with_defaults() -> None:
         None,
         None,
     )
+    assert (settings.opa.breaker_failures, settings.opa.breaker_cooldown_s) == (5, 5.0)
     assert settings.runner.sandbox_uid == 65534
     assert [i.issuer for i in settings.issuers] == ["https://issuer.test"]
     assert settings.issuers[0].algorithms == ("ES256",)
@@ -165,6 +166,10 @@ BAD: list[Any] = [
     pytest.param(edit(lambda r: r["opa"].update(timeout_s=31)), "opa.timeout_s", id="timeout-too-long"),
     pytest.param(edit(lambda r: r["opa"].update(timeout_s="1s")), "opa.timeout_s", id="timeout-string"),
     pytest.param(edit(lambda r: r["opa"].update(timeout_s=True)), "opa.timeout_s", id="timeout-boolean"),
+    pytest.param(edit(lambda r: r["opa"].update(breaker_failures=0)), "opa.breaker_failures", id="breaker-failures-zero"),
+    pytest.param(edit(lambda r: r["opa"].update(breaker_failures=2.5)), "opa.breaker_failures", id="breaker-failures-fraction"),
+    pytest.param(edit(lambda r: r["opa"].update(breaker_cooldown_s=0)), "opa.breaker_cooldown_s", id="breaker-cooldown-zero"),
+    pytest.param(edit(lambda r: r["opa"].update(breaker_cooldown_s="5s")), "opa.breaker_cooldown_s", id="breaker-cooldown-string"),
     pytest.param(edit(lambda r: r["runner"].update(timeout_s=0.5)), "runner.timeout_s", id="runner-timeout-too-short"),
     pytest.param(edit(lambda r: r["gateway"].update(leeway_s=-1)), "gateway.leeway_s", id="leeway-negative"),
     pytest.param(edit(lambda r: r["gateway"].update(leeway_s=301)), "gateway.leeway_s", id="leeway-too-long"),
