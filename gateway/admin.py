@@ -11,6 +11,11 @@ the agents' app (gateway/catalog.py); every action is audited with its actor.
     GET  /admin/api/agents/{agent_id}/diff      what changed since approval (quarantine)
     POST /admin/api/agents/{agent_id}/approve   {"permissions"?, "reason"?, "manifest_sha256"?}
     POST /admin/api/agents/{agent_id}/revoke    {"reason"?}
+    GET  /admin/api/decisions                   search the decision log (filters, paging)
+    GET  /admin/api/decisions/{decision_id}     one decision, its receipt, its chain place
+    GET  /admin/api/policy                      OPA status and bundle revision
+    POST /admin/api/policy/eval                 {"input"}: a dry run against the loaded policy
+    GET  /admin/api/tools                       the runner's tool health
 """
 
 from __future__ import annotations
@@ -33,8 +38,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.catalog import Catalog, Entry
+from gateway.decision_log import DecisionLog, SqliteDecisionLog, query_from_params
 from gateway.errors import AdminTokenInvalid, AdminTokenMissing
 from gateway.lifecycle import QUARANTINED, tool_pin
+from gateway.policy import PolicyClient
+from gateway.policy_dry_run import InputSchema, dry_run
+from gateway.runner_client import RunnerClient
 from regate.error_handlers import exception_handlers
 from regate.errors import BadRequest
 from regate.front_door import FrontDoor
@@ -53,14 +62,17 @@ SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class AdminLink:
-    """The agents' app creates the catalog in its lifespan; the admin app waits for it."""
+    """The agents' app creates the catalog and its clients in its lifespan; the admin
+    app waits for them, and shares them (one OPA client, one runner client)."""
 
     def __init__(self) -> None:
         self.catalog: Catalog | None = None
+        self.policy: PolicyClient | None = None
+        self.runner: RunnerClient | None = None
         self._ready = asyncio.Event()
 
-    def connect(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+    def connect(self, catalog: Catalog, *, policy: PolicyClient, runner: RunnerClient) -> None:
+        self.catalog, self.policy, self.runner = catalog, policy, runner
         self._ready.set()
 
     async def wait(self, timeout_s: float) -> Catalog:
@@ -113,7 +125,14 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
         # Served only once the agents' app has loaded the catalog.
         catalog = await link.wait(timeout_s=120)
         log.info("admin_started", listen=str(admin.listen))
-        yield {"catalog": catalog, "admin_token": token}
+        yield {
+            "catalog": catalog,
+            "admin_token": token,
+            "decisions": SqliteDecisionLog(settings.gateway.audit_db),
+            "policy": link.policy,
+            "runner": link.runner,
+            "input_schema": InputSchema.load(settings.opa.policies_dir),
+        }
 
     app = Starlette(
         routes=[
@@ -122,6 +141,11 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
             Route("/admin/api/agents/{agent_id}/diff", show_diff, methods=["GET"]),
             Route("/admin/api/agents/{agent_id}/approve", approve, methods=["POST"]),
             Route("/admin/api/agents/{agent_id}/revoke", revoke, methods=["POST"]),
+            Route("/admin/api/decisions", list_decisions, methods=["GET"]),
+            Route("/admin/api/decisions/{decision_id}", show_decision, methods=["GET"]),
+            Route("/admin/api/policy", policy_status, methods=["GET"]),
+            Route("/admin/api/policy/eval", policy_eval, methods=["POST"]),
+            Route("/admin/api/tools", tool_health, methods=["GET"]),
         ],
         middleware=[
             RequestIdMiddleware.as_middleware(),
@@ -224,6 +248,43 @@ async def revoke(request: Request, catalog: Catalog, actor: str) -> Response:
     )
     callable_now = entry.agent_id in catalog.registry.agents
     return JSONResponse({"action_id": action_id, "agent": agent_view(entry, callable_now)})
+
+
+@authenticated
+async def list_decisions(request: Request, catalog: Catalog, actor: str) -> Response:
+    decisions: DecisionLog = request.state.decisions
+    page = await decisions.search(query_from_params(request.query_params))
+    return JSONResponse(page.as_json())
+
+
+@authenticated
+async def show_decision(request: Request, catalog: Catalog, actor: str) -> Response:
+    decisions: DecisionLog = request.state.decisions
+    trail = await decisions.get(request.path_params["decision_id"])
+    return JSONResponse(trail.as_json())
+
+
+@authenticated
+async def policy_status(request: Request, catalog: Catalog, actor: str) -> Response:
+    policy: PolicyClient = request.state.policy
+    return JSONResponse((await policy.status()).as_json())
+
+
+@authenticated
+async def policy_eval(request: Request, catalog: Catalog, actor: str) -> Response:
+    body = await read_body(request, allowed={"input"})
+    if "input" not in body:
+        raise BadRequest('send {"input": {...}}: the policy input document to evaluate')
+    decision = await dry_run(
+        request.state.policy, request.state.input_schema, body["input"], actor=actor
+    )
+    return JSONResponse({"decision": decision.as_record()})
+
+
+@authenticated
+async def tool_health(request: Request, catalog: Catalog, actor: str) -> Response:
+    runner: RunnerClient = request.state.runner
+    return JSONResponse(await runner.tools())
 
 
 async def read_body(request: Request, *, allowed: set[str]) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def create_app(
         catalog.on_change(lambda registry: setattr(pipeline, "agents", registry))
         watcher = asyncio.create_task(catalog.watch(), name="manifest-watcher")
         if admin_link is not None:
-            admin_link.connect(catalog)
+            admin_link.connect(catalog, policy=pipeline.policy, runner=pipeline.runner)
         log.info("gateway_started", listen=str(settings.gateway.listen))
         try:
             yield {"pipeline": pipeline, "settings": settings, "mcp_sessions": SessionStore()}

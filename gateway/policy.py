@@ -52,6 +52,25 @@ class Decision:
         }
 
 
+@dataclass(frozen=True)
+class PolicyStatus:
+    reachable: bool
+    bundle_active: bool
+    revision: str = ""
+    decision_defined: bool = False
+    opa_version: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reachable": self.reachable,
+            "bundle_active": self.bundle_active,
+            "revision": self.revision or None,
+            "decision_defined": self.decision_defined,
+            "decision_path": DECISION_PATH,
+            "opa_version": self.opa_version or None,
+        }
+
+
 class PolicyClient:
     def __init__(
         self,
@@ -92,6 +111,26 @@ class PolicyClient:
         except (BreakerOpen, httpx.HTTPError):
             return False
         return response.status_code == 200
+
+    async def status(self) -> PolicyStatus:
+        """For admins: is OPA up with its bundle active, which revision does it serve,
+        and is the decision document defined. Never raises: a fault is a status."""
+        try:
+            health = await self._send("GET", "/health", params={"bundles": "true"})
+            # Evaluated without input: the default decision, or undefined if it is broken.
+            probe = await self._send("GET", DECISION_PATH, params={"provenance": "true"})
+            body = probe.json() if probe.status_code == 200 else {}
+        except (BreakerOpen, httpx.HTTPError, ValueError) as exc:
+            log.warning("policy_status_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return PolicyStatus(reachable=False, bundle_active=False)
+        provenance = body.get("provenance") if isinstance(body, dict) else None
+        return PolicyStatus(
+            reachable=True,
+            bundle_active=health.status_code == 200,
+            revision=_revision(body) if isinstance(body, dict) else "",
+            decision_defined=isinstance(body, dict) and isinstance(body.get("result"), dict),
+            opa_version=str(provenance.get("version", "")) if isinstance(provenance, dict) else "",
+        )
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One exchange with OPA, bounded by `timeout_s` as a whole, through the breaker.

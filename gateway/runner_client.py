@@ -55,6 +55,23 @@ class RunnerClient:
             return False
         return response.status_code == 200
 
+    async def tools(self) -> dict[str, Any]:
+        """The runner's `GET /v1/tools`: sandbox, summary and every tool's state and counts."""
+        try:
+            response = await self._client.get("/v1/tools", timeout=2.0)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.error("runner_unreachable", error=f"{type(exc).__name__}: {exc}")
+            raise RunnerUnavailable(
+                "the sandbox runner could not be reached for its tool list", cause="unreachable"
+            ) from exc
+        if response.status_code != 200 or not isinstance(body, dict):
+            log.error("runner_error", status=response.status_code, body=str(body)[:500])
+            raise RunnerUnavailable(
+                "the sandbox runner did not give its tool list", cause="runner_error"
+            )
+        return body
+
     async def tool_health(self) -> dict[str, Any] | None:
         """The runner's sandbox and tool-state summary, or None if it cannot say."""
         try:
