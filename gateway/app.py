@@ -26,6 +26,7 @@ from gateway.audit import AuditStore
 from gateway.auth import TokenVerifier, load_issuers
 from gateway.breaker import CircuitBreaker
 from gateway.catalog import Catalog
+from gateway.checkpoints import CheckpointSigner
 from gateway.mcp import mcp_endpoint
 from gateway.mcp_sessions import SessionStore
 from gateway.pipeline import Call, Pipeline
@@ -68,7 +69,15 @@ def create_app(
         )
         # JWKS fetches: httpx's default transport (TLS verification on), not the hot path.
         jwks_http = httpx.AsyncClient(transport=jwks_transport)
-        audit = AuditStore(settings.gateway.audit_db)
+        grant_key = load_or_create_grant_key(settings.gateway.grant_key)
+        audit = AuditStore(
+            settings.gateway.audit_db,
+            checkpoints=CheckpointSigner(
+                grant_key,
+                every_records=settings.gateway.audit_checkpoint_records,
+                every_s=settings.gateway.audit_checkpoint_s,
+            ),
+        )
         approvals = ApprovalStore(settings.gateway.state_dir / APPROVALS_FILE)
         catalog = Catalog(settings.manifests, approvals, audit)
         await catalog.start()
@@ -91,7 +100,7 @@ def create_app(
             audit=audit,
             runner=RunnerClient(runner_http),
             usage=UsageCounter(),
-            grant_key=load_or_create_grant_key(settings.gateway.grant_key),
+            grant_key=grant_key,
             grant_ttl_s=settings.gateway.grant_ttl_s,
         )
         log_flagged_tools(pipeline.agents)

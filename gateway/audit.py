@@ -4,8 +4,10 @@ Each record holds the hash of the one before it, so `verify_chain` finds any edi
 reorder or gap. A record is acknowledged only once its transaction is committed
 with `synchronous=FULL` (durable across a crash). One writer thread owns the
 connection, so appends are serialized and the chain head lives in memory.
-(Truncating the newest records cannot be seen from inside the file alone; anchor
-the head hash elsewhere when that matters — see docs/threat-model.md.)
+Truncating the newest records leaves a shorter valid chain, so the store also
+writes signed checkpoints of its head (gateway/checkpoints.py) to a table beside
+the log; `verify_chain` checks them too. What that does and does not prove against
+someone who owns the disk: docs/threat-model.md, "Audit checkpoints".
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +26,9 @@ from typing import Any
 
 import structlog
 
+from gateway.checkpoints import Checkpoint, CheckpointSigner, match_chain, read_checkpoints
 from gateway.errors import AuditUnavailable
+from regate import crypto
 from regate.canonical import canonical_json, sha256_hex
 
 log = structlog.get_logger("regate.audit")
@@ -44,6 +49,15 @@ CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    id          INTEGER PRIMARY KEY,
+    record_seq  INTEGER NOT NULL,
+    token       TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
 """
 
 
@@ -105,7 +119,9 @@ class AuditStore:
     unlogged — and the chain head stays where the store really is.
     """
 
-    def __init__(self, path: Path, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, path: Path, *, max_batch: int = 256, checkpoints: CheckpointSigner | None = None
+    ) -> None:
         self._conn = connect(path)
         self._max_batch = max_batch
         row = self._conn.execute(
@@ -113,6 +129,12 @@ class AuditStore:
         ).fetchone()
         self._seq: int = row[0] if row else 0
         self._head: str = row[1] if row else GENESIS
+        self._signer = checkpoints
+        (signed,) = self._conn.execute(
+            "SELECT COALESCE(MAX(record_seq), 0) FROM audit_checkpoints"
+        ).fetchone()
+        self._signed_seq: int = signed
+        self._signed_at = time.monotonic()
         self._pending: list[_Pending] = []
         self._wake = threading.Condition()
         self._closing = False
@@ -136,16 +158,40 @@ class AuditStore:
         while True:
             with self._wake:
                 while not self._pending and not self._closing:
-                    self._wake.wait()
-                if not self._pending:
+                    if not self._wake.wait(self._until_checkpoint()):
+                        break  # a quiet log still gets its checkpoint every `every_s`
+                if not self._pending and self._closing:
+                    if self._signer is not None:
+                        self._commit([], final=True)  # a last checkpoint on clean shutdown
                     return  # closing, and nothing left to write
                 batch = self._pending[: self._max_batch]
                 del self._pending[: len(batch)]
             self._commit(batch)
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _until_checkpoint(self) -> float | None:
+        """How long the writer may sleep before a checkpoint falls due (None: forever)."""
+        if self._signer is None or self._seq == self._signed_seq:
+            return None
+        return max(0.0, self._signer.every_s - (time.monotonic() - self._signed_at))
+
+    def _checkpoint(self, seq: int, head: str, *, final: bool) -> Checkpoint | None:
+        """Sign the head when a checkpoint is due, or on close if anything is unsigned."""
+        if self._signer is None or seq == self._signed_seq:
+            return None
+        since = time.monotonic() - self._signed_at
+        if not final and not self._signer.due(seq, self._signed_seq, since):
+            return None
+        checkpoint = self._signer.sign(seq, head)
+        self._conn.execute(
+            "INSERT INTO audit_checkpoints (record_seq, token) VALUES (?, ?)",
+            (checkpoint.seq, checkpoint.token),
+        )
+        return checkpoint
+
+    def _commit(self, batch: list[_Pending], *, final: bool = False) -> None:
         seq, head = self._seq, self._head
         records: list[AuditRecord] = []
+        checkpoint: Checkpoint | None = None
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             for item in batch:
@@ -172,6 +218,8 @@ class AuditStore:
                     )
                 )
                 head = digest
+            # The checkpoint rides in the same transaction: no extra fsync.
+            checkpoint = self._checkpoint(seq, head, final=final)
             self._conn.execute("COMMIT")
         except Exception as exc:  # the whole batch fails together; the chain is unchanged
             with contextlib.suppress(sqlite3.Error):
@@ -186,6 +234,16 @@ class AuditStore:
             return
         self._seq, self._head = seq, head
         self.commits += 1
+        if checkpoint is not None:
+            self._signed_seq, self._signed_at = checkpoint.seq, time.monotonic()
+            # The head also goes to the JSON log, which operators ship off the host (the
+            # log masks JWS-shaped strings, so `regate audit checkpoint` prints the token).
+            log.info(
+                "audit_checkpoint",
+                seq=checkpoint.seq,
+                head=checkpoint.head,
+                signed_at=checkpoint.signed_at,
+            )
         for item, record in zip(batch, records, strict=True):
             item.loop.call_soon_threadsafe(_settle, item.future, record, None)
 
@@ -227,35 +285,107 @@ class ChainReport:
     records: int
     first_bad_seq: int | None = None
     problem: str = ""
+    checkpoints: int = 0  # how many signed checkpoints held
+    checkpointed: int = 0  # how many records the newest of them covers
 
 
-def verify_chain(path: Path) -> ChainReport:
-    """Walk the chain from the first record; report the first one that does not hold."""
+class ChainWalk:
+    """Checks records fed in `seq` order, whatever store they come from: each links to
+    the one before and matches its hash, and each receipt names a decision record
+    already in the chain (its hash and decision id)."""
+
+    def __init__(self, keep: set[int]) -> None:
+        self.count = 0
+        self.prev = GENESIS
+        self.kept: dict[int, str] = {}  # hashes at the seqs named in `keep`
+        self._keep = keep
+        self._decisions: dict[str, str] = {}  # decision record hash -> decision id
+
+    def add(self, record: AuditRecord) -> tuple[int, str] | None:
+        """(seq, problem) for the first thing wrong with `record`, else None."""
+        expected = self.count + 1
+        if record.seq != expected:
+            return expected, f"record {expected} is missing (next is {record.seq})"
+        if record.prev_hash != self.prev:
+            return record.seq, "its prev_hash does not match the record before it"
+        recomputed = record_hash(
+            record.seq, record.kind, record.decision_id, record.recorded_at, record.body, self.prev
+        )
+        if recomputed != record.hash:
+            return record.seq, "its content does not match its hash"
+        if record.kind == "decision":
+            self._decisions[record.hash] = record.decision_id
+        elif record.kind == "receipt":
+            problem = self._receipt_problem(record)
+            if problem:
+                return record.seq, problem
+        if record.seq in self._keep:
+            self.kept[record.seq] = record.hash
+        self.prev, self.count = record.hash, record.seq
+        return None
+
+    def _receipt_problem(self, record: AuditRecord) -> str:
+        named = record.body.get("decision_hash")
+        if not isinstance(named, str):
+            return "this receipt does not name its decision record (no decision_hash)"
+        # Each decision has at most one receipt: forget it once claimed.
+        decision_id = self._decisions.pop(named, None)
+        if decision_id is None:
+            return (
+                f"this receipt's decision record ({named[:12]}...) is not earlier in the log,"
+                " or already has a receipt"
+            )
+        if decision_id != record.decision_id:
+            return f"this receipt names the decision record of {decision_id}, not its own"
+        return ""
+
+
+def verify_chain(
+    path: Path, keys: crypto.KeySet | None = None, anchors: Sequence[str] = ()
+) -> ChainReport:
+    """Walk the chain from the first record, then check the signed checkpoints
+    against it (with the gateway's public `keys`); report the first thing that fails.
+    Without `keys` a store holding checkpoints does not verify: they must be checked.
+    `anchors` are checkpoint tokens kept elsewhere (off the host): checked the same
+    way, they catch a truncation that also removed the checkpoints stored here."""
     if not path.exists():
         return ChainReport(ok=False, records=0, problem=f"no audit store at {path}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        expected_seq, prev, count = 1, GENESIS, 0
-        for record in iter_records(conn):
-            if record.seq != expected_seq:
+        tokens = [*_checkpoint_tokens(conn), *anchors]
+        checkpoints: list[Checkpoint] = []
+        if tokens:
+            if keys is None:
                 return ChainReport(
                     False,
-                    count,
-                    expected_seq,
-                    f"record {expected_seq} is missing (next is {record.seq})",
+                    0,
+                    None,
+                    f"the store holds {len(tokens)} signed checkpoints and no public key was"
+                    " given to check them: pass the gateway's JWKS (--jwks)",
                 )
-            if record.prev_hash != prev:
-                return ChainReport(
-                    False, count, record.seq, "its prev_hash does not match the record before it"
-                )
-            recomputed = record_hash(
-                record.seq, record.kind, record.decision_id, record.recorded_at, record.body, prev
-            )
-            if recomputed != record.hash:
-                return ChainReport(False, count, record.seq, "its content does not match its hash")
-            prev, expected_seq, count = record.hash, expected_seq + 1, count + 1
-        return ChainReport(ok=True, records=count)
+            checkpoints, forged = read_checkpoints(tokens, keys)
+            if forged is not None:
+                return ChainReport(False, 0, forged.seq, forged.message)
+        walk = ChainWalk(keep={c.seq for c in checkpoints})
+        for record in iter_records(conn):
+            bad = walk.add(record)
+            if bad is not None:
+                return ChainReport(False, walk.count, bad[0], bad[1])
+        problem = match_chain(checkpoints, walk.kept, walk.count)
+        if problem is not None:
+            return ChainReport(False, walk.count, problem.seq, problem.message)
+        newest = max((c.seq for c in checkpoints), default=0)
+        return ChainReport(True, walk.count, checkpoints=len(checkpoints), checkpointed=newest)
     except (sqlite3.DatabaseError, ValueError) as exc:
         return ChainReport(False, 0, None, f"cannot read the audit store: {exc}")
     finally:
         conn.close()
+
+
+def _checkpoint_tokens(conn: sqlite3.Connection) -> list[str]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_checkpoints'"
+    ).fetchone()
+    if not exists:
+        return []  # a store from before checkpoints
+    return [token for (token,) in conn.execute("SELECT token FROM audit_checkpoints ORDER BY id")]

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.agents import AgentRegistry
 from gateway.arguments import validate_arguments
-from gateway.audit import AuditStore
+from gateway.audit import AuditRecord, AuditStore
 from gateway.auth import Caller, TokenVerifier
 from gateway.errors import PolicyDenied, RateLimited, ToolFlagged
 from gateway.policy import Decision, PolicyClient
@@ -161,7 +161,7 @@ class Pipeline:
             raise
 
         with trail.stage("audit"):
-            await self.audit.append(
+            decided = await self.audit.append(
                 "decision",
                 trail.decision_id,
                 trail.record(outcome="allow", status=200, code="allowed"),
@@ -185,10 +185,12 @@ class Pipeline:
         except RegateError as exc:
             exc.details["decision_id"] = trail.decision_id
             await self.audit.append(
-                "receipt", trail.decision_id, receipt(trail, None, exc, started)
+                "receipt", trail.decision_id, receipt(decided, None, exc, started)
             )
             raise
-        await self.audit.append("receipt", trail.decision_id, receipt(trail, result, None, started))
+        await self.audit.append(
+            "receipt", trail.decision_id, receipt(decided, result, None, started)
+        )
         return {
             "decision_id": trail.decision_id,
             "ok": result["ok"],
@@ -264,10 +266,17 @@ def tightened(
 
 
 def receipt(
-    trail: Trail, result: Mapping[str, Any] | None, exc: RegateError | None, started: float
+    decided: AuditRecord,
+    result: Mapping[str, Any] | None,
+    exc: RegateError | None,
+    started: float,
 ) -> dict[str, Any]:
+    """The execution's record, chained to its decision: it names the decision record's
+    hash, and `regate audit verify` checks that record is earlier in the log."""
     body: dict[str, Any] = {
-        "decision_id": trail.decision_id,
+        "decision_id": decided.decision_id,
+        "decision_seq": decided.seq,
+        "decision_hash": decided.hash,
         "wall_ms": round((time.perf_counter() - started) * 1000, 3),
     }
     if exc is not None:

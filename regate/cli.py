@@ -135,9 +135,40 @@ def build_parser() -> argparse.ArgumentParser:
     mint.set_defaults(handler=cmd_token_mint)
 
     audit = sub.add_parser("audit", help="the decision log").add_subparsers(metavar="ACTION")
-    averify = with_config(audit.add_parser("verify", help="check the hash chain"))
+    averify = with_config(
+        audit.add_parser("verify", help="check the hash chain, receipts and signed checkpoints")
+    )
     averify.add_argument("--db", type=Path, help="audit store (default: from the config)")
+    averify.add_argument(
+        "--jwks", type=Path, help="the gateway's public keys (default: beside the store's keys)"
+    )
+    averify.add_argument(
+        "--anchor",
+        type=Path,
+        action="append",
+        default=[],
+        help="a file holding a checkpoint token kept off this host (repeatable)",
+    )
     averify.set_defaults(handler=cmd_audit_verify)
+    acheck = with_config(
+        audit.add_parser(
+            "checkpoint", help="print the newest signed checkpoint, to keep off this host"
+        )
+    )
+    acheck.add_argument("--db", type=Path)
+    acheck.add_argument("--jwks", type=Path, help="check it with these public keys first")
+    acheck.set_defaults(handler=cmd_audit_checkpoint)
+    export = with_config(audit.add_parser("export", help="write records as JSON lines"))
+    export.add_argument("--db", type=Path)
+    export.add_argument("--since", help="RFC 3339 time, or a duration back from now: 15m, 2h, 7d")
+    export.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        help="only this kind: decision, receipt, manifest, admin (repeatable)",
+    )
+    export.add_argument("--out", type=Path, help="default: stdout")
+    export.set_defaults(handler=cmd_audit_export)
     tail = with_config(audit.add_parser("tail", help="print the newest records as JSON lines"))
     tail.add_argument("--db", type=Path)
     tail.add_argument("-n", type=int, default=10)
@@ -429,13 +460,29 @@ def _audit_db(args: argparse.Namespace) -> Path:
     return settings.gateway.audit_db
 
 
+def _gateway_jwks(args: argparse.Namespace, db: Path) -> Path:
+    if args.jwks:
+        return Path(args.jwks)
+    if args.db:  # a copied store: its keys/ beside it, as in a state dir
+        return Path(args.db).parent / "keys" / "gateway.jwks.json"
+    settings: Settings = load_settings(args.config)
+    return settings.gateway.gateway_jwks
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from gateway.audit import verify_chain
 
     db = _audit_db(args)
-    report = verify_chain(db)
+    jwks = _gateway_jwks(args, db)
+    keys = crypto.load_jwks(jwks, ["ES256"]) if jwks.exists() else None
+    anchors = [path.read_text().strip() for path in args.anchor]
+    report = verify_chain(db, keys, anchors)
     if report.ok:
-        print(f"OK: {report.records} records, hash chain intact ({db})")
+        print(
+            f"OK: {report.records} records, hash chain intact, every receipt chained to its"
+            f" decision; {report.checkpoints} signed checkpoints hold, the newest covers"
+            f" {report.checkpointed} of {report.records} records ({db})"
+        )
         return 0
     where = f"record {report.first_bad_seq}" if report.first_bad_seq else "the store"
     print(f"TAMPERED: {where}: {report.problem} ({report.records} records verified before it)")
@@ -454,6 +501,60 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
             print(json.dumps(line, sort_keys=True))
     finally:
         conn.close()
+    return 0
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from gateway.checkpoints import CheckpointError, read_checkpoint
+    from regate.audit_query import QueryError, open_store
+
+    db = _audit_db(args)
+    try:
+        with open_store(db) as conn:
+            row = conn.execute(
+                "SELECT token FROM audit_checkpoints ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+    except (QueryError, sqlite3.DatabaseError) as exc:
+        print(f"regate audit checkpoint: {exc}", file=sys.stderr)
+        return 2
+    if row is None:
+        print(f"regate audit checkpoint: {db} holds no checkpoint yet", file=sys.stderr)
+        return 1
+    try:
+        checkpoint = read_checkpoint(row[0], crypto.load_jwks(_gateway_jwks(args, db), ["ES256"]))
+    except CheckpointError as exc:
+        print(f"regate audit checkpoint: the newest checkpoint is forged: {exc}", file=sys.stderr)
+        return 1
+    print(checkpoint.token)
+    print(f"covers records 1..{checkpoint.seq}, signed {checkpoint.signed_at}", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from regate.audit_query import (
+        QueryError,
+        export_line,
+        open_store,
+        parse_since,
+        select_records,
+    )
+
+    try:
+        since = parse_since(args.since) if args.since else None
+        with open_store(_audit_db(args)) as conn:
+            out = args.out.open("w") if args.out else sys.stdout
+            try:
+                count = 0
+                for record in select_records(conn, since=since, kinds=args.kind):
+                    out.write(json.dumps(export_line(record), sort_keys=True) + "\n")
+                    count += 1
+            finally:
+                if args.out:
+                    out.close()
+    except QueryError as exc:
+        print(f"regate audit export: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {count} records", file=sys.stderr)
     return 0
 
 

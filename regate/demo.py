@@ -100,7 +100,14 @@ def run_demo(config: Path, *, prepare_only: bool = False) -> int:
     print()
     import argparse
 
-    return cmd_audit_verify(argparse.Namespace(db=settings.gateway.audit_db, config=str(config)))
+    return cmd_audit_verify(
+        argparse.Namespace(
+            db=settings.gateway.audit_db,
+            config=str(config),
+            jwks=settings.gateway.gateway_jwks,
+            anchor=[],
+        )
+    )
 
 
 def approve_pending(settings: Settings) -> None:

@@ -89,6 +89,10 @@ class GatewaySettings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 10.0
     max_connections: int = 1000
+    # Signed checkpoints of the audit log (gateway/checkpoints.py): every N records or
+    # T seconds, whichever first, and on a clean shutdown.
+    audit_checkpoint_records: int = 1000
+    audit_checkpoint_s: float = 60.0
 
     @property
     def audit_db(self) -> Path:
@@ -97,6 +101,11 @@ class GatewaySettings:
     @property
     def grant_key(self) -> Path:
         return self.state_dir / "keys" / "gateway.private.jwk"
+
+    @property
+    def gateway_jwks(self) -> Path:
+        """The public half of `grant_key`: what verifies grants and audit checkpoints."""
+        return self.grant_key.with_name("gateway.jwks.json")
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,10 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
         header_timeout_s=_float(gw, "gateway.header_timeout_s", 10.0, low=0.1, high=300),
         body_timeout_s=_float(gw, "gateway.body_timeout_s", 10.0, low=0.1, high=300),
         max_connections=_int(gw, "gateway.max_connections", 1000, low=1, high=100_000),
+        audit_checkpoint_records=_int(
+            gw, "gateway.audit_checkpoint_records", 1000, low=1, high=1_000_000
+        ),
+        audit_checkpoint_s=_float(gw, "gateway.audit_checkpoint_s", 60.0, low=0.1, high=86400),
     )
 
     op = _table(raw, "opa")

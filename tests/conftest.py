@@ -45,6 +45,7 @@ def world_traversable_tmpdir(prefix: str) -> Path:
 
 CONFIG_TEMPLATE = """
 [gateway]
+{gateway_config}
 listen = "127.0.0.1:{gateway_port}"
 state_dir = "state"
 audience = "regate"
@@ -139,8 +140,18 @@ class RunningStack:
         return body["successes"], body["errors"]
 
 
-def build_stack_files(root: Path, backend: str = "bwrap", extra_config: str = "") -> Path:
-    """Config, agents (examples + test agents + two bad ones), keys and signed manifests."""
+def build_stack_files(
+    root: Path,
+    backend: str = "bwrap",
+    extra_config: str = "",
+    *,
+    policies: Path | None = None,
+    gateway_config: str = "",
+) -> Path:
+    """Config, agents (examples + test agents + two bad ones), keys and signed manifests.
+
+    `extra_config` is appended (new sections); `gateway_config` goes into [gateway];
+    `policies` is the bundle OPA loads (default: the repository's policies/)."""
     agents = root / "agents"
     shutil.copytree(REPO / "examples" / "agents", agents)
     shutil.copytree(REPO / "tests" / "fixtures" / "agents", agents, dirs_exist_ok=True)
@@ -158,8 +169,9 @@ def build_stack_files(root: Path, backend: str = "bwrap", extra_config: str = ""
             gateway_port=free_port(),
             admin_port=free_port(),
             opa_port=free_port(),
-            policies=REPO / "policies",
+            policies=policies or REPO / "policies",
             backend=backend,
+            gateway_config=gateway_config,
         )
         + extra_config
     )
@@ -186,9 +198,21 @@ def _sign_with_untrusted_key(manifest: Path, out_dir: Path) -> None:
     (out_dir / "foreign.jws").write_text(token + "\n")
 
 
-def start_stack(prefix: str, backend: str = "bwrap", extra_config: str = "") -> RunningStack:
+def start_stack(
+    prefix: str,
+    backend: str = "bwrap",
+    extra_config: str = "",
+    *,
+    policies: Path | None = None,
+    gateway_config: str = "",
+) -> RunningStack:
     root = world_traversable_tmpdir(prefix)
-    config = build_stack_files(root, backend, extra_config)
+    if policies is not None:  # a copy of its own, which the test may edit
+        shutil.copytree(policies, root / "policies")
+        policies = root / "policies"
+    config = build_stack_files(
+        root, backend, extra_config, policies=policies, gateway_config=gateway_config
+    )
     settings = load_settings(config)
     stack = Stack(settings, config, log_dir=root / "logs")
     stack.start(find_opa())

@@ -227,7 +227,10 @@ def test_audit_verify_passes_then_fails_after_an_edit(stack: RunningStack) -> No
 
     def verify() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "regate", "audit", "verify", "--db", str(copy)],
+            [
+                *[sys.executable, "-m", "regate", "audit", "verify", "--db", str(copy)],
+                *["--jwks", str(stack.settings.gateway.gateway_jwks)],
+            ],
             capture_output=True,
             text=True,
             timeout=60,
