@@ -90,10 +90,10 @@ class PolicyClient:
             )
         except BreakerOpen as exc:
             raise _breaker_open(exc) from exc
-        except httpx.TimeoutException as exc:
-            raise _unavailable("opa_timeout", exc) from exc
         except httpx.HTTPError as exc:
-            raise _unavailable("opa_unreachable", exc) from exc
+            raise _unavailable(
+                "opa_timeout" if _timed_out(exc) else "opa_unreachable", exc
+            ) from exc
         if response.status_code != 200:
             raise _unavailable("opa_error", f"HTTP {response.status_code}: {response.text[:300]}")
         try:
@@ -196,6 +196,15 @@ def _revision(body: Mapping[str, Any]) -> str:
         if isinstance(b, dict) and b.get("revision")
     )
     return ",".join(revisions) or "unversioned"
+
+
+def _timed_out(exc: httpx.HTTPError) -> bool:
+    if not isinstance(exc, httpx.TimeoutException):
+        return False
+    # httpx_aiohttp maps every aiohttp connection error, a refused connection too, to
+    # ConnectTimeout: of aiohttp's errors, only its timeouts are timeouts.
+    cause = exc.__cause__
+    return not type(cause).__module__.startswith("aiohttp") or isinstance(cause, TimeoutError)
 
 
 def _breaker_open(exc: BreakerOpen) -> PolicyUnavailable:

@@ -60,7 +60,7 @@ url = "http://127.0.0.1:{opa_port}"
 listen = "127.0.0.1:{opa_port}"
 policies_dir = "{policies}"
 timeout_s = 1.0
-
+{opa_config}
 [runner]
 backend = "{backend}"
 url = "unix:state/run/runner.sock"
@@ -147,11 +147,13 @@ def build_stack_files(
     *,
     policies: Path | None = None,
     gateway_config: str = "",
+    opa_config: str = "",
 ) -> Path:
     """Config, agents (examples + test agents + two bad ones), keys and signed manifests.
 
-    `extra_config` is appended (new sections); `gateway_config` goes into [gateway];
-    `policies` is the bundle OPA loads (default: the repository's policies/)."""
+    `extra_config` is appended (new sections); `gateway_config` goes into [gateway],
+    `opa_config` into [opa]; `policies` is the bundle OPA loads (default: the
+    repository's policies/)."""
     agents = root / "agents"
     shutil.copytree(REPO / "examples" / "agents", agents)
     shutil.copytree(REPO / "tests" / "fixtures" / "agents", agents, dirs_exist_ok=True)
@@ -172,6 +174,7 @@ def build_stack_files(
             policies=policies or REPO / "policies",
             backend=backend,
             gateway_config=gateway_config,
+            opa_config=opa_config,
         )
         + extra_config
     )
@@ -205,13 +208,19 @@ def start_stack(
     *,
     policies: Path | None = None,
     gateway_config: str = "",
+    opa_config: str = "",
 ) -> RunningStack:
     root = world_traversable_tmpdir(prefix)
     if policies is not None:  # a copy of its own, which the test may edit
         shutil.copytree(policies, root / "policies")
         policies = root / "policies"
     config = build_stack_files(
-        root, backend, extra_config, policies=policies, gateway_config=gateway_config
+        root,
+        backend,
+        extra_config,
+        policies=policies,
+        gateway_config=gateway_config,
+        opa_config=opa_config,
     )
     settings = load_settings(config)
     stack = Stack(settings, config, log_dir=root / "logs")

@@ -10,6 +10,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import respx
@@ -387,3 +388,30 @@ def test_cancelled_probe_frees_the_slot(router: respx.MockRouter) -> None:
             return policy.breaker.state
 
     assert asyncio.run(run()) == "closed"
+
+
+@pytest.mark.parametrize(
+    ("underneath", "cause"),
+    [
+        pytest.param(aiohttp.ClientOSError(111, "Connect call failed"), "opa_unreachable", id="refused"),
+        pytest.param(aiohttp.ServerDisconnectedError(), "opa_unreachable", id="disconnected"),
+        pytest.param(aiohttp.ServerTimeoutError("read timed out"), "opa_timeout", id="aiohttp-timeout"),
+        pytest.param(None, "opa_timeout", id="plain-httpx-timeout"),
+    ],
+)  # fmt: skip
+def test_aiohttp_errors_reported_as_timeouts_are_told_apart(
+    underneath: Exception | None, cause: str
+) -> None:
+    """httpx_aiohttp reports a refused connection as ConnectTimeout; the log must not."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("mapped by the transport") from underneath
+
+    async def run() -> PolicyUnavailable:
+        transport = httpx.MockTransport(handler)
+        async with httpx.AsyncClient(base_url=BASE_URL, transport=transport) as client:
+            with pytest.raises(PolicyUnavailable) as caught:
+                await PolicyClient(client, timeout_s=0.5).decide(POLICY_INPUT)
+            return caught.value
+
+    assert asyncio.run(run()).details == {"cause": cause}
