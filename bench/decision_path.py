@@ -5,35 +5,49 @@
 Starts a real stack (OPA, runner, gateway) on loopback and drives it from a
 separate process (bench/load.py), one row after another:
 
-  healthz            GET /healthz on the gateway: the HTTP floor of our server
-  opa direct         POST /v1/data/regate/authz/decision to OPA with the same input
-  decision (deny)    POST /v1/invoke of a call policy denies: token verify, manifest,
-                     schema, OPA over loopback, durable audit record, response
-  sandboxed (allow)  an allowed call that runs calculator.add in the sandbox
+  hello (healthz)     GET /healthz on the gateway: the floor of our server stack
+  opa direct          POST /v1/data/regate/authz/decision to OPA with the same input
+  decision (deny)     POST /v1/invoke of a call policy denies: token verify, manifest,
+                      schema, OPA over loopback TCP, durable audit record, response
+  decision, opa unix  the same with the gateway reaching OPA over a unix socket
+                      (a second stack, `[opa] url = "unix:..."`)
 
-and prints p50/p90/p99 and throughput for each.
+and prints p50/p90/p99, throughput, each p50 over the hello p50, and the CPU each
+process spent per request (from /proc: robust on a shared machine, where
+latencies move with the neighbours' load). bench/sandbox_startup.py measures the
+sandboxed (allowed) calls.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import running_stack
+from stack import RunningStack, running_stack
 
 from regate.demo import mint_token
 
 LOAD = str(Path(__file__).resolve().parent / "load.py")
+TICKS = os.sysconf("SC_CLK_TCK")
+DENIED_CALL = '{"arguments": {"command": "id"}}'
 
 
-def load(
-    url: str, *, concurrency: int, duration: float, expect: int, **kw: str
-) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def load(url: str, *, concurrency: int, duration: float, expect: int, **kw: str) -> dict[str, Any]:
     argv = [sys.executable, LOAD, "--url", url, "--concurrency", str(concurrency)]
     argv += ["--duration", str(duration), "--expect", str(expect)]
     if "method" in kw:
@@ -44,8 +58,18 @@ def load(
         if header:
             argv += ["--header", header]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration + 60)
-    result: dict[str, float] = json.loads(out.stdout)
+    result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+@contextmanager
+def cpu_per_request(stack: RunningStack, row: dict[str, Any]) -> Iterator[None]:
+    """Add `<service>_cpu_ms`: CPU ms per request, over the whole load run (warm-up too)."""
+    before = {name: cpu_seconds(pid) for name, pid in stack.pids.items()}
+    yield
+    total = row["count"] + row.get("warmup_count", 0)
+    for name, pid in stack.pids.items():
+        row[f"{name}_cpu_ms"] = (cpu_seconds(pid) - before[name]) * 1000 / max(total, 1)
 
 
 def opa_input(token_sub: str) -> str:
@@ -64,34 +88,60 @@ def opa_input(token_sub: str) -> str:
     )  # fmt: skip
 
 
-def main(concurrency: int, duration: float) -> None:
-    rows: dict[str, dict[str, float]] = {}
-    common = {"concurrency": concurrency, "duration": duration}
-    with running_stack("bwrap") as settings:
-        gateway = f"http://127.0.0.1:{settings.gateway.listen.port}"
-        opa = settings.opa.url.base_url
-        token = mint_token(settings, "demo-client", ttl_s=3600)
-        auth = f"Authorization: Bearer {token}"
-        rows["healthz"] = load(f"{gateway}/healthz", expect=200, **common)  # type: ignore[arg-type]
-        rows["opa direct"] = load(
-            f"{opa}/v1/data/regate/authz/decision", method="POST", body=opa_input("demo-client"),
-            expect=200, **common,  # type: ignore[arg-type]
+def denied_calls(stack: RunningStack, concurrency: int, duration: float) -> dict[str, Any]:
+    token = mint_token(stack.settings, "demo-client", ttl_s=3600)
+    row: dict[str, Any] = {}
+    with cpu_per_request(stack, row):
+        row.update(
+            load(
+                f"{stack.gateway_url}/v1/invoke/ops/shell", method="POST", body=DENIED_CALL,
+                headers=f"Authorization: Bearer {token}", expect=403,
+                concurrency=concurrency, duration=duration,
+            )
         )  # fmt: skip
-        rows["decision (deny)"] = load(
-            f"{gateway}/v1/invoke/ops/shell", method="POST", body='{"arguments": {"command": "id"}}',
-            headers=auth, expect=403, **common,  # type: ignore[arg-type]
-        )  # fmt: skip
-        rows["sandboxed (allow)"] = load(
-            f"{gateway}/v1/invoke/calculator/add", method="POST", body='{"arguments": {"a": 1, "b": 2}}',
-            headers=auth, expect=200, **common,  # type: ignore[arg-type]
-        )  # fmt: skip
-    print(
-        f"{'path':<20}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}   (c={concurrency}, {duration:g} s)"
+    return row
+
+
+def measure(concurrency: int, duration: float) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    common: dict[str, Any] = {"concurrency": concurrency, "duration": duration}
+    with running_stack("bwrap") as stack:
+        opa = stack.settings.opa.url.base_url
+        rows["hello (healthz)"] = row = {}
+        with cpu_per_request(stack, row):
+            row.update(load(f"{stack.gateway_url}/healthz", expect=200, **common))
+        rows["opa direct"] = row = {}
+        with cpu_per_request(stack, row):
+            row.update(
+                load(
+                    f"{opa}/v1/data/regate/authz/decision", method="POST",
+                    body=opa_input("demo-client"), expect=200, **common,
+                )
+            )  # fmt: skip
+        rows["decision (deny)"] = denied_calls(stack, concurrency, duration)
+    with running_stack("bwrap", opa_unix=True) as stack:
+        rows["decision, opa unix"] = denied_calls(stack, concurrency, duration)
+    return rows
+
+
+def table(rows: dict[str, dict[str, Any]], concurrency: int, duration: float) -> str:
+    hello = rows["hello (healthz)"]["p50_ms"]
+    head = (
+        f"{'path':<21}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'req/s':>7}{'err':>5}"
+        f"{'p50/hello':>10}{'gw cpu ms':>10}{'opa cpu ms':>11}   (c={concurrency}, {duration:g} s)"
     )
+    lines = [head]
     for name, r in rows.items():
-        print(
-            f"{name:<20}{r['p50_ms']:9.2f}{r['p90_ms']:9.2f}{r['p99_ms']:9.2f}{r['rps']:9.0f}{r['errors']:8.0f}"
+        lines.append(
+            f"{name:<21}{r['p50_ms']:8.2f}{r['p90_ms']:8.2f}{r['p99_ms']:8.2f}{r['rps']:7.0f}"
+            f"{r['errors']:5.0f}{r['p50_ms'] / hello:10.2f}"
+            f"{r['gateway_cpu_ms']:10.3f}{r['opa_cpu_ms']:11.3f}"
         )
+    return "\n".join(lines)
+
+
+def main(concurrency: int, duration: float) -> None:
+    print(table(measure(concurrency, duration), concurrency, duration))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 Keeps `concurrency` requests in flight on keep-alive connections (aiohttp) for
 `duration` seconds after a one-second warm-up, checks every status, and prints one
-JSON line: count, errors, throughput and latency percentiles in milliseconds.
+JSON line: count, errors, throughput and latency percentiles in milliseconds (and
+how many requests the warm-up sent, for per-request CPU figures).
 Only loopback URLs are accepted.
 """
 
@@ -29,6 +30,7 @@ async def worker(
     measure_from: float,
     samples: list[float],
     errors: list[int],
+    warmup: list[int],
 ) -> None:
     data = args.body.encode() if args.body else None
     while (now := time.perf_counter()) < stop_at:
@@ -40,6 +42,8 @@ async def worker(
             samples.append((done - now) * 1000)
             if status != args.expect:
                 errors.append(status)
+        else:
+            warmup.append(status)
 
 
 async def main(args: argparse.Namespace) -> dict[str, float]:
@@ -51,6 +55,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         headers.setdefault("Content-Type", "application/json")
     samples: list[float] = []
     errors: list[int] = []
+    warmup: list[int] = []
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         start = time.perf_counter()
@@ -58,7 +63,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         stop_at = measure_from + args.duration
         await asyncio.gather(
             *(
-                worker(session, args, headers, stop_at, measure_from, samples, errors)
+                worker(session, args, headers, stop_at, measure_from, samples, errors, warmup)
                 for _ in range(args.concurrency)
             )
         )
@@ -66,6 +71,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     return {
         "count": len(samples),
         "errors": len(errors),
+        "warmup_count": len(warmup),
         "rps": round(len(samples) / args.duration, 1),
         "p50_ms": round(statistics.median(samples), 3),
         "p90_ms": round(q[89], 3),

@@ -99,7 +99,8 @@ def sandboxed(backend: str) -> Callable[[], Awaitable[None]]:
 
 async def through_stack(runs: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
-    with running_stack("bwrap") as settings:
+    with running_stack("bwrap") as stack:
+        settings = stack.settings
         key = crypto.load_private_key(settings.gateway.grant_key)
         uds = str(settings.runner.url.uds)
         async with httpx.AsyncClient(

@@ -42,7 +42,7 @@ def extract_arguments(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate_arguments(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> None:
     """Raise `InvalidArguments` naming the failing field's path, or return."""
-    validator = _validator(canonical_json(schema))
+    validator = _validator_for(schema)
     try:
         error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
     except referencing.exceptions.Unresolvable as exc:
@@ -69,7 +69,24 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"must satisfy {error.validator}={rule}"
 
 
+# Validators by the identity of the (immutable, manifest-owned) schema object: the
+# hot path neither re-serializes nor recompiles a schema. Each entry keeps its
+# schema alive, so an id is never reused for another schema while it is cached.
+_BY_IDENTITY: dict[int, tuple[Mapping[str, Any], Draft202012Validator]] = {}
+_MAX_CACHED = 1024
+
+
+def _validator_for(schema: Mapping[str, Any]) -> Draft202012Validator:
+    entry = _BY_IDENTITY.get(id(schema))
+    if entry is not None and entry[0] is schema:
+        return entry[1]
+    validator = _validator(canonical_json(schema))
+    if len(_BY_IDENTITY) >= _MAX_CACHED:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[id(schema)] = (schema, validator)
+    return validator
+
+
 @lru_cache(maxsize=1024)
 def _validator(schema_json: bytes) -> Draft202012Validator:
-
     return Draft202012Validator(json.loads(schema_json), registry=NO_REMOTE_REFS)

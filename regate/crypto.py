@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import time
@@ -143,6 +144,18 @@ def _check_key_usable(key: Jwk, algorithms: Sequence[str] | frozenset[str], sour
 
 def _algorithm_for(key: Jwk) -> str:
     return "ES256" if key["kty"] == "EC" else "RS256"
+
+
+def _public_key(key: Jwk, alg: str) -> Any:
+    """`key` parsed once for `alg`: building a key object from a JWK costs more than
+    checking a signature with it, and the same few keys check every request."""
+    fields = tuple(sorted((k, v) for k, v in key.items() if isinstance(v, str) and k != "d"))
+    return _parsed_key(fields, alg)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_key(fields: tuple[tuple[str, str], ...], alg: str) -> Any:
+    return jwk.construct(dict(fields), alg)
 
 
 # --- compact tokens -------------------------------------------------------
@@ -287,7 +300,7 @@ def verify_jwt_with_key(
     try:
         verified: dict[str, Any] = jwt.decode(
             token,
-            key,
+            _public_key(key, alg),
             algorithms=[alg],
             audience=audience,
             issuer=issuer,
@@ -351,7 +364,7 @@ def verify_jws(token: str, keys: KeySet, *, typ: str, max_size: int = MAX_COMPAC
     if header.get("alg") != alg:
         raise CryptoError(f"algorithm {header.get('alg')!r} does not match key {key['kid']!r}")
     try:
-        payload: bytes = jws.verify(token, key, algorithms=[alg])
+        payload: bytes = jws.verify(token, _public_key(key, alg), algorithms=[alg])
     except JOSEError as exc:
         raise CryptoError(f"signature does not verify with key {key['kid']!r}: {exc}") from exc
     return payload
