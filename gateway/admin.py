@@ -1,10 +1,12 @@
 """The admin API: JSON on its own listener (`[admin] listen`), never on the agents' port.
 
-Until SSO lands (DESIGN §8) it is protected by one bearer token read from
-`[admin] token_file` at start; every request must carry it, it is compared in
-constant time, and without it the API is not served at all (docs/trust.md). The
-app runs in the gateway's process and event loop and acts on the same catalog as
-the agents' app (gateway/catalog.py); every action is audited with its actor.
+Scripts use one bearer token read from `[admin] token_file` at start, compared in
+constant time; without it the API is not served at all (docs/trust.md). With
+`[admin.oidc]` the same listener serves the console (gateway/console/, docs/admin.md)
+and the API also takes the console's session cookie, with its CSRF token on every
+change and the admin role for it. The app runs in the gateway's process and event
+loop and acts on the same catalog as the agents' app (gateway/catalog.py); every
+action is audited with its actor.
 
     GET  /admin/api/agents                      every agent: state, manifest, signature, permissions
     GET  /admin/api/agents/{agent_id}           one agent
@@ -35,9 +37,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway.catalog import Catalog, Entry
+from gateway.console.auth import Console
+from gateway.console.csrf import SAFE_METHODS
+from gateway.console.security import SecurityHeaders
 from gateway.decision_log import DecisionLog, SqliteDecisionLog, query_from_params
 from gateway.errors import AdminTokenInvalid, AdminTokenMissing
 from gateway.lifecycle import QUARANTINED, tool_pin
@@ -119,20 +124,32 @@ class AdminToken:
 
 def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) -> Starlette:
     token = AdminToken.from_file(admin.token_file)
+    console = Console.from_settings(admin.oidc) if admin.oidc else None
+    console_routes: list[BaseRoute] = []
+    if console is not None:
+        # Imported here: the pages build on this module's views of agents.
+        from gateway.console.routes import console_routes as make_console_routes
+
+        console_routes = make_console_routes()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # Served only once the agents' app has loaded the catalog.
         catalog = await link.wait(timeout_s=120)
-        log.info("admin_started", listen=str(admin.listen))
-        yield {
-            "catalog": catalog,
-            "admin_token": token,
-            "decisions": SqliteDecisionLog(settings.gateway.audit_db),
-            "policy": link.policy,
-            "runner": link.runner,
-            "input_schema": InputSchema.load(settings.opa.policies_dir),
-        }
+        log.info("admin_started", listen=str(admin.listen), console=console is not None)
+        try:
+            yield {
+                "catalog": catalog,
+                "admin_token": token,
+                "console": console,
+                "decisions": SqliteDecisionLog(settings.gateway.audit_db),
+                "policy": link.policy,
+                "runner": link.runner,
+                "input_schema": InputSchema.load(settings.opa.policies_dir),
+            }
+        finally:
+            if console is not None:
+                await console.aclose()
 
     app = Starlette(
         routes=[
@@ -146,9 +163,11 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
             Route("/admin/api/policy", policy_status, methods=["GET"]),
             Route("/admin/api/policy/eval", policy_eval, methods=["POST"]),
             Route("/admin/api/tools", tool_health, methods=["GET"]),
+            *console_routes,
         ],
         middleware=[
             RequestIdMiddleware.as_middleware(),
+            Middleware(SecurityHeaders),
             Middleware(FrontDoor, allowed_hosts=settings.gateway.allowed_hosts),
         ],
         exception_handlers=exception_handlers(
@@ -165,9 +184,20 @@ Handler = Callable[[Request, Catalog, str], Awaitable[Response]]
 
 
 def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Check the token before anything else; hand the handler the catalog and the actor."""
+    """Check the token (or the console session) before anything else; hand the handler
+    the catalog and the actor."""
 
     async def endpoint(request: Request) -> Response:
+        console: Console | None = request.state.console
+        if (
+            console is not None
+            and "authorization" not in request.headers
+            and console.has_session_cookie(request)
+        ):
+            # A browser's session: the console's CSRF and role checks apply.
+            needs_admin = request.method not in SAFE_METHODS
+            actor = (await console.api_user(request, needs_admin=needs_admin)).actor
+            return await handler(request, request.state.catalog, actor)
         token: AdminToken = request.state.admin_token
         try:
             actor = token.check(request.headers.get("authorization"))

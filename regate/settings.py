@@ -154,11 +154,39 @@ class ManifestSettings:
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """Single sign-on for the admin console (docs/admin.md): an OpenID Connect provider."""
+
+    issuer: str  # must equal the `issuer` its discovery document states
+    client_id: str
+    client_secret_file: Path
+    console_url: str  # the console as browsers reach it; redirect URI = this + /auth/callback
+    cookie_secret_file: Path  # signs session, login and CSRF values (>= 32 bytes, chmod 600)
+    admin_groups: tuple[str, ...]  # a member of any may approve, revoke and deny
+    viewer_groups: tuple[str, ...]  # a member of any may read
+    groups_claim: str = "groups"  # dotted path into the ID token, e.g. "realm_access.roles"
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    id_token_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    session_idle_s: int = 1800
+    session_max_s: int = 8 * 3600
+    timeout_s: float = 10.0  # each call to the provider
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.console_url + "/auth/callback"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.console_url.startswith("https://")
+
+
+@dataclass(frozen=True)
 class AdminSettings:
     """The admin API's own listener; without a token it is never served (docs/trust.md)."""
 
     listen: Address
     token_file: Path
+    oidc: OidcSettings | None = None  # no [admin.oidc]: no console, the API takes the token
 
 
 @dataclass(frozen=True)
@@ -271,9 +299,78 @@ def _admin(raw: Mapping[str, Any], base: Path) -> AdminSettings | None:
             "admin.token_file must name the file holding the admin API's bearer token;"
             " the admin API is never served without one (remove [admin] to turn it off)"
         )
+    listen = Address.parse(_str(table, "admin.listen", "127.0.0.1:8081"), "admin.listen", base)
     return AdminSettings(
-        listen=Address.parse(_str(table, "admin.listen", "127.0.0.1:8081"), "admin.listen", base),
+        listen=listen,
         token_file=_path(_str(table, "admin.token_file"), base),
+        oidc=_oidc(table["oidc"], base, listen) if "oidc" in table else None,
+    )
+
+
+def _oidc(table: Any, base: Path, listen: Address) -> OidcSettings:
+    if not isinstance(table, dict):
+        raise ConfigError("[admin.oidc] must be a table")
+    loopback_ok = _bool(table, "admin.oidc.allow_http_loopback", False)
+    issuer = _str(table, "admin.oidc.issuer").rstrip("/")
+    _check_url(issuer, "admin.oidc.issuer", loopback_ok, what="the identity provider")
+    # Browsers reach the listener directly unless told otherwise (e.g. behind a proxy).
+    default_url = None if listen.uds else f"http://{listen.host_port}"
+    console_url = _str(table, "admin.oidc.console_url", default_url).rstrip("/")
+    _check_url(console_url, "admin.oidc.console_url", loopback_ok, what="the console")
+    if urllib.parse.urlsplit(console_url).path:
+        raise ConfigError(
+            f"admin.oidc.console_url = {console_url!r}: give the origin only, e.g."
+            " 'https://regate-admin.example.com' (the console lives at /admin)"
+        )
+    admin_groups = _strings(table, "admin.oidc.admin_groups")
+    viewer_groups = _strings(table, "admin.oidc.viewer_groups")
+    if not admin_groups and not viewer_groups:
+        raise ConfigError(
+            "admin.oidc: list admin_groups and/or viewer_groups; with neither nobody could"
+            " sign in (an empty list never means everyone)"
+        )
+    scopes = _strings(table, "admin.oidc.scopes") or ("openid", "profile", "email", "groups")
+    if "openid" not in scopes:
+        raise ConfigError("admin.oidc.scopes must include 'openid'")
+    algorithms = _strings(table, "admin.oidc.id_token_algorithms") or ("RS256", "ES256")
+    bad = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
+    if bad:
+        raise ConfigError(
+            f"admin.oidc.id_token_algorithms: {bad} not allowed; use {sorted(SUPPORTED_ALGORITHMS)}"
+        )
+    idle = _int(table, "admin.oidc.session_idle_s", 1800, low=60, high=86400)
+    lifetime = _int(table, "admin.oidc.session_max_s", 8 * 3600, low=60, high=30 * 86400)
+    if idle > lifetime:
+        raise ConfigError("admin.oidc.session_idle_s must not exceed admin.oidc.session_max_s")
+    return OidcSettings(
+        issuer=issuer,
+        client_id=_str(table, "admin.oidc.client_id"),
+        client_secret_file=_path(_str(table, "admin.oidc.client_secret_file"), base),
+        console_url=console_url,
+        cookie_secret_file=_path(_str(table, "admin.oidc.cookie_secret_file"), base),
+        admin_groups=admin_groups,
+        viewer_groups=viewer_groups,
+        groups_claim=_str(table, "admin.oidc.groups_claim", "groups"),
+        scopes=scopes,
+        id_token_algorithms=algorithms,
+        session_idle_s=idle,
+        session_max_s=lifetime,
+        timeout_s=_float(table, "admin.oidc.timeout_s", 10.0, low=0.1, high=120),
+    )
+
+
+def _check_url(url: str, key: str, allow_http_loopback: bool, *, what: str) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.query or parsed.fragment or parsed.username:
+        raise ConfigError(f"{key} = {url!r}: no query, fragment or user info")
+    if parsed.scheme == "https" and parsed.hostname:
+        return
+    loopback = parsed.hostname in ("127.0.0.1", "::1", "localhost")
+    if parsed.scheme == "http" and loopback and allow_http_loopback:
+        return
+    raise ConfigError(
+        f"{key} = {url!r}: {what} must be reached over https:// (plain http only for a"
+        " loopback host, with allow_http_loopback = true)"
     )
 
 

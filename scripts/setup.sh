@@ -68,4 +68,30 @@ else
 fi
 [ "$(opa_version .tools/bin/opa)" = "$want" ] || die "OPA at .tools/bin/opa is not $want"
 
+# 4. The admin console's tests: a real OpenID Connect provider (panva's oidc-provider,
+#    pinned in tests/e2e/oidc/package-lock.json) run by Node.js, and Debian's Chromium
+#    driven by Playwright (never Playwright's own browser download).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Node.js and npm with apt-get (the console tests' OIDC provider)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    die "Node.js is missing: install it with 'sudo apt-get install nodejs npm' (the console tests run an OIDC provider on it)"
+  fi
+fi
+oidc_dir=tests/e2e/oidc
+if [ ! -f "$oidc_dir/node_modules/.installed" ] || [ "$oidc_dir/package-lock.json" -nt "$oidc_dir/node_modules/.installed" ]; then
+  say "installing the test OIDC provider with npm ci"
+  (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  touch "$oidc_dir/node_modules/.installed"
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Chromium with apt-get (the console's browser test; a minute, once)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    die "Chromium is missing: install it with 'sudo apt-get install chromium' (the console's browser test drives /usr/bin/chromium)"
+  fi
+fi
+
 say "ready: $(.venv/bin/python --version), $(bwrap --version), OPA $want"
