@@ -18,6 +18,7 @@ action is audited with its actor.
     GET  /admin/api/policy                      OPA status and bundle revision
     POST /admin/api/policy/eval                 {"input"}: a dry run against the loaded policy
     GET  /admin/api/tools                       the runner's tool health
+    GET  /admin/api/shadow                      shadow policy: sample rate, (dis)agreements
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from gateway.lifecycle import QUARANTINED, tool_pin
 from gateway.policy import PolicyClient
 from gateway.policy_dry_run import InputSchema, dry_run
 from gateway.runner_client import RunnerClient
+from gateway.shadow import ShadowPolicy
 from regate.error_handlers import exception_handlers
 from regate.errors import BadRequest
 from regate.front_door import FrontDoor
@@ -74,6 +76,7 @@ class AdminLink:
         self.catalog: Catalog | None = None
         self.policy: PolicyClient | None = None
         self.runner: RunnerClient | None = None
+        self.shadow: ShadowPolicy | None = None  # None: no shadow policy configured
         self._ready = asyncio.Event()
 
     def connect(self, catalog: Catalog, *, policy: PolicyClient, runner: RunnerClient) -> None:
@@ -145,6 +148,7 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
                 "decisions": SqliteDecisionLog(settings.gateway.audit_db),
                 "policy": link.policy,
                 "runner": link.runner,
+                "shadow": link.shadow,
                 "input_schema": InputSchema.load(settings.opa.policies_dir),
             }
         finally:
@@ -162,6 +166,7 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
             Route("/admin/api/decisions/{decision_id}", show_decision, methods=["GET"]),
             Route("/admin/api/policy", policy_status, methods=["GET"]),
             Route("/admin/api/policy/eval", policy_eval, methods=["POST"]),
+            Route("/admin/api/shadow", shadow_counts, methods=["GET"]),
             Route("/admin/api/tools", tool_health, methods=["GET"]),
             *console_routes,
         ],
@@ -292,6 +297,16 @@ async def show_decision(request: Request, catalog: Catalog, actor: str) -> Respo
     decisions: DecisionLog = request.state.decisions
     trail = await decisions.get(request.path_params["decision_id"])
     return JSONResponse(trail.as_json())
+
+
+@authenticated
+async def shadow_counts(request: Request, catalog: Catalog, actor: str) -> Response:
+    shadow: ShadowPolicy | None = request.state.shadow
+    if shadow is None:
+        return JSONResponse({"enabled": False, "sample_rate": 0.0})
+    return JSONResponse(
+        {"enabled": True, "sample_rate": shadow.sample_rate, **shadow.counts.as_json()}
+    )
 
 
 @authenticated

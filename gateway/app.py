@@ -33,6 +33,7 @@ from gateway.pipeline import Call, Pipeline
 from gateway.policy import PolicyClient
 from gateway.request_facts import request_facts
 from gateway.runner_client import RunnerClient
+from gateway.shadow import ShadowPolicy
 from gateway.usage import UsageCounter
 from regate.error_handlers import exception_handlers
 from regate.front_door import FrontDoor
@@ -102,11 +103,13 @@ def create_app(
             usage=UsageCounter(),
             grant_key=grant_key,
             grant_ttl_s=settings.gateway.grant_ttl_s,
+            shadow=shadow_policy(settings, opa_http),
         )
         log_flagged_tools(pipeline.agents)
         catalog.on_change(lambda registry: setattr(pipeline, "agents", registry))
         watcher = asyncio.create_task(catalog.watch(), name="manifest-watcher")
         if admin_link is not None:
+            admin_link.shadow = pipeline.shadow
             admin_link.connect(catalog, policy=pipeline.policy, runner=pipeline.runner)
         log.info("gateway_started", listen=str(settings.gateway.listen))
         try:
@@ -141,6 +144,19 @@ def create_app(
     # A slash redirect would be built from the client's Host header: never.
     app.router.redirect_slashes = False
     return app
+
+
+def shadow_policy(settings: Settings, opa_http: httpx.AsyncClient) -> ShadowPolicy | None:
+    shadow = settings.shadow
+    if shadow.sample_rate <= 0:
+        return None
+    log.info("shadow_policy_on", sample_rate=shadow.sample_rate, max_wait_s=shadow.max_wait_s)
+    return ShadowPolicy(
+        opa_http,
+        sample_rate=shadow.sample_rate,
+        max_wait_s=shadow.max_wait_s,
+        timeout_s=settings.opa.timeout_s,
+    )
 
 
 def log_flagged_tools(agents: AgentRegistry) -> None:

@@ -28,6 +28,7 @@ from gateway.errors import PolicyDenied, RateLimited, ToolFlagged
 from gateway.policy import Decision, PolicyClient
 from gateway.policy_input import RequestFacts, build_policy_input
 from gateway.runner_client import RunnerClient
+from gateway.shadow import ShadowPolicy
 from gateway.usage import UsageCounter
 from regate import crypto
 from regate.canonical import digest
@@ -62,6 +63,7 @@ class Trail:
     target: dict[str, Any] | None = None
     policy_input: dict[str, Any] | None = None
     decision: Decision | None = None
+    shadow: dict[str, Any] | None = None  # what the shadow policy said, when sampled
     stages_ms: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -89,6 +91,7 @@ class Trail:
             "policy": decision,
             "input": masked(self.policy_input, self.decision),
             "stages_ms": self.stages_ms,
+            **({"shadow": self.shadow} if self.shadow is not None else {}),
         }
 
 
@@ -117,6 +120,7 @@ class Pipeline:
         usage: UsageCounter,
         grant_key: crypto.Jwk,
         grant_ttl_s: int,
+        shadow: ShadowPolicy | None = None,
     ) -> None:
         self.verifier = verifier
         self.agents = agents
@@ -126,6 +130,7 @@ class Pipeline:
         self.usage = usage
         self.grant_key = grant_key
         self.grant_ttl_s = grant_ttl_s
+        self.shadow = shadow
 
     async def invoke(self, call: Call) -> dict[str, Any]:
         trail = Trail(decision_id=str(uuid.uuid4()), call=call)
@@ -154,7 +159,8 @@ class Pipeline:
                 calls_last_minute=self.usage.record(caller.sub),
             )
             with trail.stage("policy"):
-                trail.decision = decision = await self.policy.decide(trail.policy_input)
+                decision, trail.shadow = await self.decide(trail.policy_input, trail.decision_id)
+                trail.decision = decision
             enforce(decision, trail.decision_id)
         except RegateError as exc:
             await self._refused(trail, exc)
@@ -197,6 +203,15 @@ class Pipeline:
             **({"result": result["result"]} if result["ok"] else {"error": result.get("error")}),
             "metrics": result.get("metrics", {}),
         }
+
+    async def decide(
+        self, policy_input: dict[str, Any], decision_id: str
+    ) -> tuple[Decision, dict[str, Any] | None]:
+        """The enforced decision, and the shadow policy's answer beside it when this
+        call is sampled (gateway/shadow.py): it is recorded, never obeyed."""
+        if self.shadow is None:
+            return await self.policy.decide(policy_input), None
+        return await self.shadow.decide_beside(self.policy.decide, policy_input, decision_id)
 
     async def refuse(self, call: Call, exc: RegateError, caller: Caller | None = None) -> None:
         """Record a call its transport refused before it could come in (e.g. an MCP

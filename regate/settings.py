@@ -190,6 +190,14 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class ShadowSettings:
+    """The shadow policy (gateway/shadow.py): asked beside the enforced one, never obeyed."""
+
+    sample_rate: float = 0.0  # share of calls that also ask the shadow; 0: off, 1: every call
+    max_wait_s: float = 0.05  # how long past the enforced answer a call may wait for it
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings
     opa: OpaSettings
@@ -198,6 +206,7 @@ class Settings:
     issuers: tuple[IssuerSettings, ...]
     source: Path = field(default=Path("."))
     admin: AdminSettings | None = None  # no [admin] section: no admin listener
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
 
 
 def load_settings(path: Path | str | None = None) -> Settings:
@@ -287,7 +296,17 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
     names = [i.issuer for i in issuers]
     if len(set(names)) != len(names):
         raise ConfigError("[[issuers]]: each issuer may appear only once")
-    return Settings(gateway, opa, runner, manifests, issuers, source, admin)
+    return Settings(gateway, opa, runner, manifests, issuers, source, admin, _shadow(raw))
+
+
+def _shadow(raw: Mapping[str, Any]) -> ShadowSettings:
+    if "shadow" not in raw:
+        return ShadowSettings()
+    table = _table(raw, "shadow")
+    return ShadowSettings(
+        sample_rate=_float(table, "shadow.sample_rate", 0.0, low=0.0, high=1.0),
+        max_wait_s=_float(table, "shadow.max_wait_s", 0.05, low=0.0, high=10.0),
+    )
 
 
 def _admin(raw: Mapping[str, Any], base: Path) -> AdminSettings | None:

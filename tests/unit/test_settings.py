@@ -184,6 +184,12 @@ BAD: list[Any] = [
     pytest.param(edit(lambda r: r["runner"].update(sandbox_gid=0)), "runner.sandbox_gid", id="sandbox-root-group"),
     pytest.param(edit(lambda r: r["runner"].update(agents_dir=["agents"])), "runner.agents_dir", id="agents-dir-not-a-string"),
     pytest.param(edit(lambda r: r["manifests"].pop("publishers_jwks")), "manifests.publishers_jwks", id="publishers-missing"),
+    pytest.param(edit(lambda r: r["gateway"].update(audit_checkpoint_records=0)), "gateway.audit_checkpoint_records", id="checkpoint-records-zero"),
+    pytest.param(edit(lambda r: r["gateway"].update(audit_checkpoint_s="1m")), "gateway.audit_checkpoint_s", id="checkpoint-seconds-string"),
+    pytest.param(edit(lambda r: r.update(shadow={"sample_rate": 1.5})), "shadow.sample_rate", id="shadow-rate-above-one"),
+    pytest.param(edit(lambda r: r.update(shadow={"sample_rate": -0.1})), "shadow.sample_rate", id="shadow-rate-negative"),
+    pytest.param(edit(lambda r: r.update(shadow={"max_wait_s": 11})), "shadow.max_wait_s", id="shadow-wait-too-long"),
+    pytest.param(edit(lambda r: r.update(shadow="on")), "[shadow] section is missing", id="shadow-not-a-table"),
 ]  # fmt: skip
 
 
@@ -192,6 +198,12 @@ def test_bad_config_names_the_key(raw: Raw, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse(raw)
     assert key in str(caught.value)
+
+
+def test_shadow_is_off_unless_configured() -> None:
+    assert parse(minimal()).shadow.sample_rate == 0.0
+    on = parse(edit(lambda r: r.update(shadow={"sample_rate": 0.1, "max_wait_s": 0.2})))
+    assert (on.shadow.sample_rate, on.shadow.max_wait_s) == (0.1, 0.2)
 
 
 def test_missing_file(tmp_path: Path) -> None:
