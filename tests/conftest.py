@@ -71,8 +71,8 @@ agents_dir = "agents"
 dir = "state/manifests"
 publishers_jwks = "state/keys/publisher.jwks.json"
 # Every manifest approved as it is seen, so the other suites find callable agents;
-# tests/security/test_manifests.py runs a stack without it.
-auto_approve = true
+# tests/security/test_manifests.py and the console's browser test run without it.
+auto_approve = {auto_approve}
 
 [admin]
 listen = "127.0.0.1:{admin_port}"
@@ -148,6 +148,7 @@ def build_stack_files(
     policies: Path | None = None,
     gateway_config: str = "",
     opa_config: str = "",
+    auto_approve: bool = True,
 ) -> Path:
     """Config, agents (examples + test agents + two bad ones), keys and signed manifests.
 
@@ -175,6 +176,7 @@ def build_stack_files(
             backend=backend,
             gateway_config=gateway_config,
             opa_config=opa_config,
+            auto_approve="true" if auto_approve else "false",
         )
         + extra_config
     )
@@ -209,6 +211,7 @@ def start_stack(
     policies: Path | None = None,
     gateway_config: str = "",
     opa_config: str = "",
+    auto_approve: bool = True,
 ) -> RunningStack:
     root = world_traversable_tmpdir(prefix)
     if policies is not None:  # a copy of its own, which the test may edit
@@ -221,6 +224,7 @@ def start_stack(
         policies=policies,
         gateway_config=gateway_config,
         opa_config=opa_config,
+        auto_approve=auto_approve,
     )
     settings = load_settings(config)
     stack = Stack(settings, config, log_dir=root / "logs")

@@ -128,7 +128,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def console_stack(prefix: str, extra_config: str = "") -> Iterator[ConsoleStack]:
+def console_stack(
+    prefix: str, extra_config: str = "", *, auto_approve: bool = True
+) -> Iterator[ConsoleStack]:
     """A real stack with [admin.oidc] pointing at a real provider on a free port."""
     secrets_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"{prefix}secrets-{secrets.token_hex(4)}"
     secrets_dir.mkdir(mode=0o700)
@@ -139,7 +141,11 @@ def console_stack(prefix: str, extra_config: str = "") -> Iterator[ConsoleStack]
         path.chmod(0o600)
     provider_port = free_port()
     issuer = f"http://127.0.0.1:{provider_port}"
-    running = start_stack(prefix, extra_config=oidc_config(issuer, secrets_dir) + extra_config)
+    running = start_stack(
+        prefix,
+        extra_config=oidc_config(issuer, secrets_dir) + extra_config,
+        auto_approve=auto_approve,
+    )
     try:
         admin = running.settings.admin
         assert admin is not None

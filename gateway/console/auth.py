@@ -328,7 +328,7 @@ async def callback(request: Request) -> Response:
                 ),
                 "show_login": True,
             },
-            status_code=403,
+            status=403,
         )
     else:
         session, value = console.sessions.issue(sub=sub, name=name, role=role)
@@ -390,7 +390,7 @@ def sign_in_error(request: Request, exc: SignInFailed, *, restart: bool = False)
             "error": message,
             "issuer": console_of(request).settings.issuer,
         },
-        status_code=400 if restart else exc.status,
+        status=400 if restart else exc.status,
     )
 
 
@@ -406,7 +406,7 @@ def csrf_refused(request: Request) -> Response:
             ),
             "show_login": False,
         },
-        status_code=403,
+        status=403,
     )
 
 
@@ -422,5 +422,5 @@ def viewer_refused(request: Request, user: ConsoleUser) -> Response:
             ),
             "show_login": False,
         },
-        status_code=403,
+        status=403,
     )

@@ -29,13 +29,11 @@ def render(
     request: Request,
     name: str,
     context: dict[str, Any] | None = None,
-    *,
-    status_code: int = 200,
+    status: int = 200,
 ) -> Response:
+    # The sign-in pages render before anyone is signed in: no user, no token yet.
     base = {
         "user": getattr(request.state, "user", None),
         "csrf_token": getattr(request.state, "csrf_token", ""),
     }
-    return templates.TemplateResponse(
-        request, name, base | (context or {}), status_code=status_code
-    )
+    return templates.TemplateResponse(request, name, base | (context or {}), status_code=status)
