@@ -22,7 +22,7 @@ from gateway.agents import AgentRegistry
 from gateway.approvals import FILE_NAME as APPROVALS_FILE
 from gateway.approvals import ApprovalStore
 from gateway.arguments import extract_arguments
-from gateway.audit import AuditStore
+from gateway.audit_stores import open_audit_store
 from gateway.auth import TokenVerifier, load_issuers
 from gateway.breaker import CircuitBreaker
 from gateway.catalog import Catalog
@@ -71,8 +71,8 @@ def create_app(
         # JWKS fetches: httpx's default transport (TLS verification on), not the hot path.
         jwks_http = httpx.AsyncClient(transport=jwks_transport)
         grant_key = load_or_create_grant_key(settings.gateway.grant_key)
-        audit = AuditStore(
-            settings.gateway.audit_db,
+        audit = open_audit_store(
+            settings,
             checkpoints=CheckpointSigner(
                 grant_key,
                 every_records=settings.gateway.audit_checkpoint_records,

@@ -1,9 +1,12 @@
-"""The audit store: an append-only, hash-chained decision log in SQLite.
+"""The audit store: an append-only, hash-chained decision log (SQLite by default).
 
 Each record holds the hash of the one before it, so `verify_chain` finds any edit,
-reorder or gap. A record is acknowledged only once its transaction is committed
-with `synchronous=FULL` (durable across a crash). One writer thread owns the
-connection, so appends are serialized and the chain head lives in memory.
+reorder or gap. `AuditStore` is the async front with group commit; where the chain is
+kept is a `Chain`: `SqliteChain` here (one gateway, its state dir), or
+`gateway.audit_postgres.PostgresChain` (one chain shared by several replicas). A
+record is acknowledged only once its transaction is committed (SQLite:
+`synchronous=FULL`, durable across a crash); the SQLite chain's one writer thread
+owns the connection, so its head lives in memory.
 Truncating the newest records leaves a shorter valid chain, so the store also
 writes signed checkpoints of its head (gateway/checkpoints.py) to a table beside
 the log; `verify_chain` checks them too. What that does and does not prove against
@@ -18,11 +21,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -95,6 +98,60 @@ def hash_with_body(
     return sha256_hex(whole)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A record to append, before the chain gives it a seq, a time and a hash."""
+
+    kind: str
+    decision_id: str
+    body: Mapping[str, Any]
+
+
+# A record as stored: the body as its canonical JSON text.
+Row = tuple[int, str, str, str, str, str, str]
+
+
+def link(entries: Sequence[Entry], seq: int, head: str) -> tuple[list[AuditRecord], list[Row]]:
+    """Number, time and hash `entries` as the records after (`seq`, `head`); with the
+    rows to store them as (each body canonicalized once, for its hash and its row)."""
+    records: list[AuditRecord] = []
+    rows: list[Row] = []
+    for entry in entries:
+        seq += 1
+        recorded_at = datetime.now(UTC).isoformat(timespec="microseconds")
+        body_json = canonical_json(entry.body)
+        digest = hash_with_body(seq, entry.kind, entry.decision_id, recorded_at, body_json, head)
+        records.append(
+            AuditRecord(seq, entry.kind, entry.decision_id, recorded_at, entry.body, head, digest)
+        )
+        rows.append(
+            (seq, entry.kind, entry.decision_id, recorded_at, body_json.decode(), head, digest)
+        )
+        head = digest
+    return records, rows
+
+
+# Given the chain's (seq, head) after a batch and the newest seq a stored checkpoint
+# covers, the checkpoint to write in the same transaction, or None.
+Seal = Callable[[int, str, int], Checkpoint | None]
+
+
+class Chain(Protocol):
+    """Where the records are kept. Used from the store's one writer thread."""
+
+    seq: int  # how many records the chain held after this store's last transaction
+    signed_seq: int  # the newest record a stored checkpoint covered, then
+
+    def append_batch(
+        self, entries: Sequence[Entry], seal: Seal
+    ) -> tuple[list[AuditRecord], Checkpoint | None]:
+        """Append all of `entries` (and `seal`'s checkpoint) in one transaction; return
+        them once committed, or raise having appended nothing."""
+        ...
+
+    def close(self) -> None: ...
+
+
 def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -104,42 +161,86 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class SqliteChain:
+    """The chain in one SQLite file: the embedded default, for a single gateway."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path)
+        last = self._conn.execute(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        self.seq: int = last[0] if last else 0
+        self._head: str = last[1] if last else GENESIS
+        (signed,) = self._conn.execute(
+            "SELECT COALESCE(MAX(record_seq), 0) FROM audit_checkpoints"
+        ).fetchone()
+        self.signed_seq: int = signed
+
+    def append_batch(
+        self, entries: Sequence[Entry], seal: Seal
+    ) -> tuple[list[AuditRecord], Checkpoint | None]:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            records, rows = link(entries, self.seq, self._head)
+            self._conn.executemany(
+                "INSERT INTO audit_log"
+                " (seq, kind, decision_id, recorded_at, body, prev_hash, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            seq, head = (records[-1].seq, records[-1].hash) if records else (self.seq, self._head)
+            # The checkpoint rides in the same transaction: no extra fsync.
+            checkpoint = seal(seq, head, self.signed_seq)
+            if checkpoint is not None:
+                self._conn.execute(
+                    "INSERT INTO audit_checkpoints (record_seq, token) VALUES (?, ?)",
+                    (checkpoint.seq, checkpoint.token),
+                )
+            self._conn.execute("COMMIT")
+        except BaseException:  # the whole batch fails together; the chain is unchanged
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise
+        self.seq, self._head = seq, head
+        if checkpoint is not None:
+            self.signed_seq = checkpoint.seq
+        return records, checkpoint
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 @dataclass
 class _Pending:
-    kind: str
-    decision_id: str
-    body: Mapping[str, Any]
+    entry: Entry
     future: asyncio.Future[AuditRecord]
     loop: asyncio.AbstractEventLoop
 
 
 class AuditStore:
-    """Async front of the SQLite chain; `append` returns once the record is durable.
+    """Async front of the chain; `append` returns once the record is durable.
 
     Group commit: one writer thread takes every record waiting when it becomes free,
     writes them in one transaction and commits once (one fsync), then answers each
     caller. A lone call costs one commit as before; under load many calls share one,
     so throughput grows with concurrency while each record is still durable before
-    its caller hears back. If a commit fails (disk full, I/O error, an unwritable
-    record), every caller in it gets `AuditUnavailable` — a 503: nothing proceeds
-    unlogged — and the chain head stays where the store really is.
+    its caller hears back. If a commit fails (disk full, I/O error, the database
+    down, an unwritable record), every caller in it gets `AuditUnavailable` — a 503:
+    nothing proceeds unlogged — and the chain stays where the store really is.
+
+    `chain` is a `Chain`, or a path for the embedded SQLite chain.
     """
 
     def __init__(
-        self, path: Path, *, max_batch: int = 256, checkpoints: CheckpointSigner | None = None
+        self,
+        chain: Chain | Path,
+        *,
+        max_batch: int = 256,
+        checkpoints: CheckpointSigner | None = None,
     ) -> None:
-        self._conn = connect(path)
+        self._chain: Chain = SqliteChain(chain) if isinstance(chain, Path) else chain
         self._max_batch = max_batch
-        row = self._conn.execute(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        self._seq: int = row[0] if row else 0
-        self._head: str = row[1] if row else GENESIS
         self._signer = checkpoints
-        (signed,) = self._conn.execute(
-            "SELECT COALESCE(MAX(record_seq), 0) FROM audit_checkpoints"
-        ).fetchone()
-        self._signed_seq: int = signed
         self._signed_at = time.monotonic()
         self._pending: list[_Pending] = []
         self._wake = threading.Condition()
@@ -154,7 +255,7 @@ class AuditStore:
         with self._wake:
             if self._closing:
                 raise RuntimeError("the audit store is closed")
-            self._pending.append(_Pending(kind, decision_id, body, future, loop))
+            self._pending.append(_Pending(Entry(kind, decision_id, body), future, loop))
             self._wake.notify()
         record = await future
         log.info("audit_record", kind=kind, seq=record.seq, record=dict(body))
@@ -176,63 +277,29 @@ class AuditStore:
 
     def _until_checkpoint(self) -> float | None:
         """How long the writer may sleep before a checkpoint falls due (None: forever)."""
-        if self._signer is None or self._seq == self._signed_seq:
+        if self._signer is None or self._chain.seq == self._chain.signed_seq:
             return None
         return max(0.0, self._signer.every_s - (time.monotonic() - self._signed_at))
 
-    def _checkpoint(self, seq: int, head: str, *, final: bool) -> Checkpoint | None:
+    def _seal(self, *, final: bool) -> Seal:
         """Sign the head when a checkpoint is due, or on close if anything is unsigned."""
-        if self._signer is None or seq == self._signed_seq:
-            return None
-        since = time.monotonic() - self._signed_at
-        if not final and not self._signer.due(seq, self._signed_seq, since):
-            return None
-        checkpoint = self._signer.sign(seq, head)
-        self._conn.execute(
-            "INSERT INTO audit_checkpoints (record_seq, token) VALUES (?, ?)",
-            (checkpoint.seq, checkpoint.token),
-        )
-        return checkpoint
+
+        def seal(seq: int, head: str, signed_seq: int) -> Checkpoint | None:
+            if self._signer is None or seq == signed_seq:
+                return None
+            since = time.monotonic() - self._signed_at
+            if not final and not self._signer.due(seq, signed_seq, since):
+                return None
+            return self._signer.sign(seq, head)
+
+        return seal
 
     def _commit(self, batch: list[_Pending], *, final: bool = False) -> None:
-        seq, head = self._seq, self._head
-        records: list[AuditRecord] = []
-        checkpoint: Checkpoint | None = None
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                seq += 1
-                recorded_at = datetime.now(UTC).isoformat(timespec="microseconds")
-                body_json = canonical_json(item.body)
-                digest = hash_with_body(
-                    seq, item.kind, item.decision_id, recorded_at, body_json, head
-                )
-                self._conn.execute(
-                    "INSERT INTO audit_log"
-                    " (seq, kind, decision_id, recorded_at, body, prev_hash, hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq,
-                        item.kind,
-                        item.decision_id,
-                        recorded_at,
-                        body_json.decode(),
-                        head,
-                        digest,
-                    ),
-                )
-                records.append(
-                    AuditRecord(
-                        seq, item.kind, item.decision_id, recorded_at, item.body, head, digest
-                    )
-                )
-                head = digest
-            # The checkpoint rides in the same transaction: no extra fsync.
-            checkpoint = self._checkpoint(seq, head, final=final)
-            self._conn.execute("COMMIT")
+            records, checkpoint = self._chain.append_batch(
+                [item.entry for item in batch], self._seal(final=final)
+            )
         except Exception as exc:  # the whole batch fails together; the chain is unchanged
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
             log.error("audit_commit_failed", error=str(exc), records=len(batch))
             refusal = AuditUnavailable(
                 "the decision could not be recorded, so the call was refused; retry later"
@@ -241,10 +308,9 @@ class AuditStore:
             for item in batch:
                 item.loop.call_soon_threadsafe(_settle, item.future, None, refusal)
             return
-        self._seq, self._head = seq, head
         self.commits += 1
         if checkpoint is not None:
-            self._signed_seq, self._signed_at = checkpoint.seq, time.monotonic()
+            self._signed_at = time.monotonic()
             # The head also goes to the JSON log, which operators ship off the host (the
             # log masks JWS-shaped strings, so `regate audit checkpoint` prints the token).
             log.info(
@@ -261,7 +327,7 @@ class AuditStore:
             self._closing = True
             self._wake.notify()
         await asyncio.to_thread(self._thread.join)
-        self._conn.close()
+        self._chain.close()
 
 
 def _settle(
@@ -349,42 +415,48 @@ class ChainWalk:
         return ""
 
 
+def check_chain(
+    records: Iterable[AuditRecord], tokens: Sequence[str], keys: crypto.KeySet | None
+) -> ChainReport:
+    """Walk the chain from the first record, then check the signed checkpoints
+    (`tokens`) against it with the gateway's public `keys`; report the first thing that
+    fails. Without `keys`, checkpoints make the store fail: they must be checked."""
+    checkpoints: list[Checkpoint] = []
+    if tokens:
+        if keys is None:
+            return ChainReport(
+                False,
+                0,
+                None,
+                f"the store holds {len(tokens)} signed checkpoints and no public key was"
+                " given to check them: pass the gateway's JWKS (--jwks)",
+            )
+        checkpoints, forged = read_checkpoints(tokens, keys)
+        if forged is not None:
+            return ChainReport(False, 0, forged.seq, forged.message)
+    walk = ChainWalk(keep={c.seq for c in checkpoints})
+    for record in records:
+        bad = walk.add(record)
+        if bad is not None:
+            return ChainReport(False, walk.count, bad[0], bad[1])
+    problem = match_chain(checkpoints, walk.kept, walk.count)
+    if problem is not None:
+        return ChainReport(False, walk.count, problem.seq, problem.message)
+    newest = max((c.seq for c in checkpoints), default=0)
+    return ChainReport(True, walk.count, checkpoints=len(checkpoints), checkpointed=newest)
+
+
 def verify_chain(
     path: Path, keys: crypto.KeySet | None = None, anchors: Sequence[str] = ()
 ) -> ChainReport:
-    """Walk the chain from the first record, then check the signed checkpoints
-    against it (with the gateway's public `keys`); report the first thing that fails.
-    Without `keys` a store holding checkpoints does not verify: they must be checked.
-    `anchors` are checkpoint tokens kept elsewhere (off the host): checked the same
-    way, they catch a truncation that also removed the checkpoints stored here."""
+    """`check_chain` over the SQLite file at `path`. `anchors` are checkpoint tokens
+    kept elsewhere (off the host): checked the same way, they catch a truncation that
+    also removed the checkpoints stored here."""
     if not path.exists():
         return ChainReport(ok=False, records=0, problem=f"no audit store at {path}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        tokens = [*_checkpoint_tokens(conn), *anchors]
-        checkpoints: list[Checkpoint] = []
-        if tokens:
-            if keys is None:
-                return ChainReport(
-                    False,
-                    0,
-                    None,
-                    f"the store holds {len(tokens)} signed checkpoints and no public key was"
-                    " given to check them: pass the gateway's JWKS (--jwks)",
-                )
-            checkpoints, forged = read_checkpoints(tokens, keys)
-            if forged is not None:
-                return ChainReport(False, 0, forged.seq, forged.message)
-        walk = ChainWalk(keep={c.seq for c in checkpoints})
-        for record in iter_records(conn):
-            bad = walk.add(record)
-            if bad is not None:
-                return ChainReport(False, walk.count, bad[0], bad[1])
-        problem = match_chain(checkpoints, walk.kept, walk.count)
-        if problem is not None:
-            return ChainReport(False, walk.count, problem.seq, problem.message)
-        newest = max((c.seq for c in checkpoints), default=0)
-        return ChainReport(True, walk.count, checkpoints=len(checkpoints), checkpointed=newest)
+        return check_chain(iter_records(conn), [*_checkpoint_tokens(conn), *anchors], keys)
     except (sqlite3.DatabaseError, ValueError) as exc:
         return ChainReport(False, 0, None, f"cannot read the audit store: {exc}")
     finally:

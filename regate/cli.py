@@ -12,10 +12,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regate import crypto
 from regate.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from gateway.audit_stores import AuditSource
 
 DEFAULT_CONFIG = "examples/regate.toml"
 
@@ -138,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     averify = with_config(
         audit.add_parser("verify", help="check the hash chain, receipts and signed checkpoints")
     )
-    averify.add_argument("--db", type=Path, help="audit store (default: from the config)")
+    averify.add_argument(
+        "--db", type=Path, help="a SQLite audit store (default: the config's [audit] store)"
+    )
     averify.add_argument(
         "--jwks", type=Path, help="the gateway's public keys (default: beside the store's keys)"
     )
@@ -243,7 +248,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"gateway       {settings.gateway.listen}   POST /v1/invoke/{{agent}}/{{tool}}")
     if settings.admin is not None:
         print(f"admin API     {settings.admin.listen}   GET /admin/api/agents (regate agents list)")
-    print(f"logs          {stack.log_dir}/   audit: {settings.gateway.audit_db}")
+    from gateway.audit_stores import audit_source
+
+    print(f"logs          {stack.log_dir}/   audit: {audit_source(settings)}")
     print("Ctrl-C stops all three.", flush=True)
     try:
         while not stopping:
@@ -453,14 +460,16 @@ def cmd_token_mint(args: argparse.Namespace) -> int:
 # --- audit ------------------------------------------------------------------
 
 
-def _audit_db(args: argparse.Namespace) -> Path:
+def _audit_source(args: argparse.Namespace) -> AuditSource:
+    """`--db FILE` (a SQLite store), else the store the config's [audit] names."""
+    from gateway.audit_stores import SqliteSource, audit_source
+
     if args.db:
-        return Path(args.db)
-    settings: Settings = load_settings(args.config)
-    return settings.gateway.audit_db
+        return SqliteSource(Path(args.db))
+    return audit_source(load_settings(args.config))
 
 
-def _gateway_jwks(args: argparse.Namespace, db: Path) -> Path:
+def _gateway_jwks(args: argparse.Namespace) -> Path:
     if args.jwks:
         return Path(args.jwks)
     if args.db:  # a copied store: its keys/ beside it, as in a state dir
@@ -470,18 +479,16 @@ def _gateway_jwks(args: argparse.Namespace, db: Path) -> Path:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from gateway.audit import verify_chain
-
-    db = _audit_db(args)
-    jwks = _gateway_jwks(args, db)
+    source = _audit_source(args)
+    jwks = _gateway_jwks(args)
     keys = crypto.load_jwks(jwks, ["ES256"]) if jwks.exists() else None
     anchors = [path.read_text().strip() for path in args.anchor]
-    report = verify_chain(db, keys, anchors)
+    report = source.verify(keys, anchors)
     if report.ok:
         print(
             f"OK: {report.records} records, hash chain intact, every receipt chained to its"
             f" decision; {report.checkpoints} signed checkpoints hold, the newest covers"
-            f" {report.checkpointed} of {report.records} records ({db})"
+            f" {report.checkpointed} of {report.records} records ({source})"
         )
         return 0
     where = f"record {report.first_bad_seq}" if report.first_bad_seq else "the store"
@@ -490,38 +497,34 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
-    from gateway.audit import iter_records
+    from regate.audit_query import QueryError
 
-    db = _audit_db(args)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetchone()
-        for record in iter_records(conn, after=max(0, last - args.n)):
-            line = {"seq": record.seq, "kind": record.kind, "at": record.recorded_at, **record.body}
-            print(json.dumps(line, sort_keys=True))
-    finally:
-        conn.close()
+        records = _audit_source(args).tail(args.n)
+    except (QueryError, sqlite3.DatabaseError) as exc:
+        print(f"regate audit tail: {exc}", file=sys.stderr)
+        return 2
+    for record in records:
+        line = {"seq": record.seq, "kind": record.kind, "at": record.recorded_at, **record.body}
+        print(json.dumps(line, sort_keys=True))
     return 0
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     from gateway.checkpoints import CheckpointError, read_checkpoint
-    from regate.audit_query import QueryError, open_store
+    from regate.audit_query import QueryError
 
-    db = _audit_db(args)
+    source = _audit_source(args)
     try:
-        with open_store(db) as conn:
-            row = conn.execute(
-                "SELECT token FROM audit_checkpoints ORDER BY id DESC LIMIT 1"
-            ).fetchone()
+        token = source.newest_checkpoint()
     except (QueryError, sqlite3.DatabaseError) as exc:
         print(f"regate audit checkpoint: {exc}", file=sys.stderr)
         return 2
-    if row is None:
-        print(f"regate audit checkpoint: {db} holds no checkpoint yet", file=sys.stderr)
+    if token is None:
+        print(f"regate audit checkpoint: {source} holds no checkpoint yet", file=sys.stderr)
         return 1
     try:
-        checkpoint = read_checkpoint(row[0], crypto.load_jwks(_gateway_jwks(args, db), ["ES256"]))
+        checkpoint = read_checkpoint(token, crypto.load_jwks(_gateway_jwks(args), ["ES256"]))
     except CheckpointError as exc:
         print(f"regate audit checkpoint: the newest checkpoint is forged: {exc}", file=sys.stderr)
         return 1
@@ -531,26 +534,20 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from regate.audit_query import (
-        QueryError,
-        export_line,
-        open_store,
-        parse_since,
-        select_records,
-    )
+    from regate.audit_query import QueryError, export_line, parse_since
 
     try:
         since = parse_since(args.since) if args.since else None
-        with open_store(_audit_db(args)) as conn:
-            out = args.out.open("w") if args.out else sys.stdout
-            try:
-                count = 0
-                for record in select_records(conn, since=since, kinds=args.kind):
-                    out.write(json.dumps(export_line(record), sort_keys=True) + "\n")
-                    count += 1
-            finally:
-                if args.out:
-                    out.close()
+        records = _audit_source(args).select(since=since, kinds=args.kind)
+        out = args.out.open("w") if args.out else sys.stdout
+        try:
+            count = 0
+            for record in records:
+                out.write(json.dumps(export_line(record), sort_keys=True) + "\n")
+                count += 1
+        finally:
+            if args.out:
+                out.close()
     except QueryError as exc:
         print(f"regate audit export: {exc}", file=sys.stderr)
         return 2

