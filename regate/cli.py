@@ -183,6 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
     ptest = policy.add_parser("test", help="opa fmt, opa check --strict, opa test")
     ptest.add_argument("--dir", type=Path, default=Path("policies"))
     ptest.set_defaults(handler=cmd_policy_test)
+    replay = with_config(
+        policy.add_parser(
+            "replay",
+            help="re-evaluate recorded decisions against the working-copy policies",
+            description="Re-evaluate the policy inputs recorded in the audit log against"
+            " the bundle in --dir with the real opa binary; print what would change.",
+        )
+    )
+    replay.add_argument(
+        "--since", required=True, help="RFC 3339 time, or a duration back from now: 15m, 2h, 7d"
+    )
+    replay.add_argument("--dir", type=Path, default=Path("policies"), help="the working copy")
+    replay.add_argument("--db", type=Path, help="audit store (default: from the config)")
+    replay.add_argument(
+        "--fail-on-change", action="store_true", help="exit 1 when any outcome would change"
+    )
+    replay.set_defaults(handler=cmd_policy_replay)
     return parser
 
 
@@ -553,6 +570,25 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         return 2
     print(f"exported {count} records", file=sys.stderr)
     return 0
+
+
+def cmd_policy_replay(args: argparse.Namespace) -> int:
+    from regate.audit_query import QueryError, parse_since
+    from regate.opa import OpaNotFound, find_opa
+    from regate.replay import ReplayError, recorded_decisions, render, replay
+
+    if not (args.dir / ".manifest").is_file():
+        message = f"{args.dir} is not a policy bundle (no .manifest); pass --dir"
+        print(f"regate policy replay: {message}", file=sys.stderr)
+        return 2
+    try:
+        since = parse_since(args.since)
+        report = replay(find_opa(), args.dir, recorded_decisions(_audit_db(args), since))
+    except (QueryError, ReplayError, OpaNotFound) as exc:
+        print(f"regate policy replay: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(render(report, args.dir)))
+    return 1 if args.fail_on_change and report.changes else 0
 
 
 def cmd_policy_test(args: argparse.Namespace) -> int:

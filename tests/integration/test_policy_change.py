@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -200,3 +203,35 @@ def test_policy_reloads_under_traffic_without_a_failed_call(own_stack: RunningSt
 def decision_record_by_id(stack: RunningStack, decision_id: str) -> dict[str, Any]:
     (record,) = [r for r in stack.audit_rows(decision_id) if r["kind"] == "decision"]
     return record
+
+
+def test_replay_shows_what_a_working_copy_would_change(
+    own_stack: RunningStack, tmp_path: Path
+) -> None:
+    kept = own_stack.invoke("calculator", "add", {"a": 1, "b": 1})
+    demo = own_stack.invoke(
+        "calculator", "add", {"a": 1, "b": 1}, token=own_stack.token("demo-client")
+    )
+    assert (kept.status_code, demo.status_code) == (200, 200)
+    policies = own_stack.settings.opa.policies_dir
+    assert policies is not None
+    working = tmp_path / "policies"
+    shutil.copytree(policies, working)
+    data = json.loads((working / "regate" / "data.json").read_text())
+    data["grants"] = [g for g in data["grants"] if g.get("caller") != "test-client"]
+    (working / "regate" / "data.json").write_text(json.dumps(data))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "regate", "policy", "replay", "--config", str(own_stack.config),
+         "--since", "30m", "--dir", str(working), "--fail-on-change"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if " -> " in line[36:]}
+    kept_id, demo_id = kept.json()["decision_id"], demo.json()["decision_id"]
+    assert "allow -> deny [no_grant]" in rows[kept_id]
+    assert "test-client" in rows[kept_id]
+    assert demo_id not in rows
+    assert "would change" in result.stdout
+    assert "allow -> deny:" in result.stdout
