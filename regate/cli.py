@@ -583,7 +583,8 @@ def cmd_policy_replay(args: argparse.Namespace) -> int:
         return 2
     try:
         since = parse_since(args.since)
-        report = replay(find_opa(), args.dir, recorded_decisions(_audit_db(args), since))
+        records = _audit_source(args).select(since=since, kinds=["decision"])
+        report = replay(find_opa(), args.dir, recorded_decisions(records))
     except (QueryError, ReplayError, OpaNotFound) as exc:
         print(f"regate policy replay: {exc}", file=sys.stderr)
         return 2

@@ -15,11 +15,10 @@ import subprocess
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from regate.audit_query import open_store, select_records
+from gateway.audit import AuditRecord
 
 BATCH = 500
 MASK = "[redacted]"
@@ -59,25 +58,27 @@ class ReplayReport:
     transitions: Counter[str] = field(default_factory=Counter)
 
 
-def recorded_decisions(db: Path, since: datetime | None) -> Iterator[Recorded | None]:
-    """Decision records since `since`; None for those that never reached the policy."""
-    with open_store(db) as conn:
-        for record in select_records(conn, since=since, kinds=["decision"]):
-            body = record.body
-            policy, policy_input = body.get("policy"), body.get("input")
-            if not isinstance(policy, dict) or not isinstance(policy_input, dict):
-                yield None
-                continue
-            arguments = policy_input.get("arguments")
-            yield Recorded(
-                decision_id=record.decision_id,
-                recorded_at=record.recorded_at,
-                caller=str((body.get("caller") or {}).get("sub", "-")),
-                call=f"{(body.get('target') or {}).get('agent_id', '-')}.{body.get('tool', '-')}",
-                outcome=str(policy.get("outcome")),
-                policy_input=policy_input,
-                masked=isinstance(arguments, dict) and MASK in arguments.values(),
-            )
+def recorded_decisions(records: Iterable[AuditRecord]) -> Iterator[Recorded | None]:
+    """The decision records among `records` (from any audit store); None for those
+    that never reached the policy."""
+    for record in records:
+        if record.kind != "decision":
+            continue
+        body = record.body
+        policy, policy_input = body.get("policy"), body.get("input")
+        if not isinstance(policy, dict) or not isinstance(policy_input, dict):
+            yield None
+            continue
+        arguments = policy_input.get("arguments")
+        yield Recorded(
+            decision_id=record.decision_id,
+            recorded_at=record.recorded_at,
+            caller=str((body.get("caller") or {}).get("sub", "-")),
+            call=f"{(body.get('target') or {}).get('agent_id', '-')}.{body.get('tool', '-')}",
+            outcome=str(policy.get("outcome")),
+            policy_input=policy_input,
+            masked=isinstance(arguments, dict) and MASK in arguments.values(),
+        )
 
 
 def replay(opa: str, policies: Path, records: Iterable[Recorded | None]) -> ReplayReport:

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 
 from gateway.audit import AuditStore
+from gateway.audit_stores import SqliteSource
 from regate.cli import main
 from regate.opa import find_opa
 from regate.replay import evaluate, recorded_decisions, replay
@@ -85,7 +86,7 @@ def revoke_test_client(policies: Path) -> None:
 
 
 def test_unchanged_policy_changes_nothing(db: Path, working_copy: Path, opa: str) -> None:
-    report = replay(opa, working_copy, recorded_decisions(db, None))
+    report = replay(opa, working_copy, recorded_decisions(SqliteSource(db).select()))
     assert (report.replayed, report.skipped, report.changes) == (3, 1, [])
 
 
