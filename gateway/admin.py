@@ -44,7 +44,7 @@ from gateway.catalog import Catalog, Entry
 from gateway.console.auth import Console
 from gateway.console.csrf import SAFE_METHODS
 from gateway.console.security import SecurityHeaders
-from gateway.decision_log import DecisionLog, SqliteDecisionLog, query_from_params
+from gateway.decision_log import DecisionLog, open_decision_log, query_from_params
 from gateway.errors import AdminTokenInvalid, AdminTokenMissing
 from gateway.lifecycle import QUARANTINED, tool_pin
 from gateway.policy import PolicyClient
@@ -145,7 +145,7 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
                 "catalog": catalog,
                 "admin_token": token,
                 "console": console,
-                "decisions": SqliteDecisionLog(settings.gateway.audit_db),
+                "decisions": open_decision_log(settings),
                 "policy": link.policy,
                 "runner": link.runner,
                 "shadow": link.shadow,

@@ -2,9 +2,10 @@
 
 The audit store (gateway/audit.py) writes; this module only reads, behind a small
 interface (`DecisionLog`: `search`, `get`) so that the console and the admin API do
-not care which store holds the records. `SqliteDecisionLog` reads the embedded
-SQLite store on its own read-only connection per query (WAL: readers never block
-the writer), in a worker thread so the event loop keeps serving.
+not care which store holds the records: `SqliteDecisionLog` for the embedded store
+(WAL: readers never block the writer), `PostgresDecisionLog` for the shared one.
+Each query runs on its own read-only connection in a worker thread, so the event
+loop keeps serving; a store that cannot be read is a 503 `audit_unavailable`.
 
 Filters are exact matches on the caller's `sub`, the agent, the tool and the
 outcome, plus a time range on when the record was written; pages are keyed by the
@@ -25,7 +26,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
+import structlog
+
+from gateway import audit_postgres
+from gateway.errors import AuditUnavailable
 from regate.errors import BadRequest, NotFound
+from regate.settings import AuditSettings, Settings
 
 OUTCOMES = ("allow", "deny", "error")
 MAX_LIMIT = 200
@@ -33,14 +40,7 @@ DEFAULT_LIMIT = 50
 MAX_FILTER_CHARS = 256
 DECISION_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
 
-
-# Each decision with whether its receipt says the tool ran ok (NULL: no receipt).
-SEARCH_SQL = (
-    "SELECT d.seq, d.decision_id, d.recorded_at, d.body,"
-    " (SELECT json_extract(r.body, '$.ok') FROM audit_log r"
-    "   WHERE r.decision_id = d.decision_id AND r.kind = 'receipt' LIMIT 1)"
-    " FROM audit_log d"
-)
+log = structlog.get_logger("regate.decision_log")
 
 
 class DecisionNotFound(NotFound):
@@ -180,11 +180,11 @@ def stored_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-class SqliteDecisionLog:
-    """The decision log in the embedded SQLite audit store."""
+class SqlDecisionLog:
+    """The queries, once for both stores; a subclass says how to run them and how its
+    SQL reads a field of a record's JSON body."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
+    placeholder = "?"
 
     async def search(self, query: DecisionQuery) -> DecisionPage:
         return await asyncio.to_thread(self._search, query)
@@ -193,40 +193,42 @@ class SqliteDecisionLog:
         check_decision_id(decision_id)
         return await asyncio.to_thread(self._get, decision_id)
 
+    def field(self, alias: str, *path: str) -> str:
+        """SQL for the text at `path` in the JSON body of the record `alias`."""
+        raise NotImplementedError
+
     def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        if not self._path.exists():
-            return []  # nothing recorded yet: an empty log, not an error
-        conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
+        raise NotImplementedError
 
     def _search(self, query: DecisionQuery) -> DecisionPage:
+        p = self.placeholder
         where = ["d.kind = 'decision'"]
         params: list[Any] = []
-        for column, value in (
-            ("json_extract(d.body, '$.caller.sub')", query.caller),
-            ("json_extract(d.body, '$.target.agent_id')", query.agent),
-            ("json_extract(d.body, '$.tool')", query.tool),
-            ("json_extract(d.body, '$.outcome')", query.outcome),
+        for path, value in (
+            (("caller", "sub"), query.caller),
+            (("target", "agent_id"), query.agent),
+            (("tool",), query.tool),
+            (("outcome",), query.outcome),
         ):
             if value is not None:
-                where.append(f"{column} = ?")
+                where.append(f"{self.field('d', *path)} = {p}")
                 params.append(value)
-        if query.since is not None:
-            where.append("d.recorded_at >= ?")
-            params.append(stored_time(query.since))
-        if query.until is not None:
-            where.append("d.recorded_at < ?")
-            params.append(stored_time(query.until))
-        if query.before is not None:
-            where.append("d.seq < ?")
-            params.append(query.before)
+        # recorded_at is always UTC isoformat with microseconds: it sorts as text.
+        bounds: tuple[tuple[str, str | int | None], ...] = (
+            (f"d.recorded_at >= {p}", stored_time(query.since) if query.since else None),
+            (f"d.recorded_at < {p}", stored_time(query.until) if query.until else None),
+            (f"d.seq < {p}", query.before),
+        )
+        for condition, bound in bounds:
+            if bound is not None:
+                where.append(condition)
+                params.append(bound)
+        # Only the fixed expressions above are joined in; every value is a parameter.
         # One more row than asked for says whether an older page exists.
-        # Only the fixed column expressions above are joined in; every value is a parameter.
+        ok = self.field("r", "ok")
+        ran = f"(SELECT {ok} FROM audit_log r WHERE r.decision_id = d.decision_id AND r.kind = 'receipt' LIMIT 1)"  # noqa: E501, S608
         conditions = " AND ".join(where)
-        sql = f"{SEARCH_SQL} WHERE {conditions} ORDER BY d.seq DESC LIMIT ?"
+        sql = f"SELECT d.seq, d.decision_id, d.recorded_at, d.body, {ran} FROM audit_log d WHERE {conditions} ORDER BY d.seq DESC LIMIT {p}"  # noqa: E501, S608
         params.append(query.limit + 1)
         rows = self._rows(sql, params)
         summaries = tuple(_summary(*row) for row in rows[: query.limit])
@@ -234,11 +236,9 @@ class SqliteDecisionLog:
         return DecisionPage(summaries, summaries[-1].seq if more and summaries else None)
 
     def _get(self, decision_id: str) -> DecisionTrail:
-        rows = self._rows(
-            "SELECT seq, kind, recorded_at, body, prev_hash, hash FROM audit_log"
-            " WHERE decision_id = ? ORDER BY seq",
-            (decision_id,),
-        )
+        p = self.placeholder
+        sql = f"SELECT seq, kind, recorded_at, body, prev_hash, hash FROM audit_log WHERE decision_id = {p} ORDER BY seq"  # noqa: E501, S608
+        rows = self._rows(sql, (decision_id,))
         records = [
             LoggedRecord(seq, kind, at, json.loads(body), prev, digest)
             for seq, kind, at, body, prev, digest in rows
@@ -254,8 +254,67 @@ class SqliteDecisionLog:
         return DecisionTrail(decision_id, decision, receipt, others)
 
 
+class SqliteDecisionLog(SqlDecisionLog):
+    """The decision log in the embedded SQLite audit store, on its own read-only
+    connection per query."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def field(self, alias: str, *path: str) -> str:
+        return f"json_extract({alias}.body, '$.{'.'.join(path)}')"
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if not self._path.exists():
+            return []  # nothing recorded yet: an empty log, not an error
+        try:
+            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
+            try:
+                return conn.execute(sql, params).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise _unreadable(str(self._path), exc) from exc
+
+
+class PostgresDecisionLog(SqlDecisionLog):
+    """The decision log in the PostgreSQL audit store shared by several gateways; a
+    read-only connection per query, with the store's deadlines."""
+
+    placeholder = "%s"
+
+    def __init__(self, settings: AuditSettings) -> None:
+        self._settings = settings
+
+    def field(self, alias: str, *path: str) -> str:
+        return f"({alias}.body::jsonb #>> '{{{','.join(path)}}}')"
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            with audit_postgres.connect(self._settings, read_only=True) as conn:
+                found = conn.execute("SELECT to_regclass('audit_log')::text").fetchone()
+                if found is None or found[0] is None:
+                    return []  # no gateway has written yet
+                return conn.execute(sql, params).fetchall()
+        except (audit_postgres.AuditStoreError, psycopg.Error) as exc:
+            raise _unreadable(audit_postgres.describe(self._settings), exc) from exc
+
+
+def open_decision_log(settings: Settings) -> DecisionLog:
+    """The decision log of the audit store the configuration names (`[audit] store`)."""
+    if settings.audit.store == "postgres":
+        return PostgresDecisionLog(settings.audit)
+    return SqliteDecisionLog(settings.gateway.audit_db)
+
+
+def _unreadable(where: str, exc: Exception) -> AuditUnavailable:
+    # The detail (never a password: `describe` leaves it out) goes to the log.
+    log.error("decision_log_unreadable", store=where, error=str(exc))
+    return AuditUnavailable("the decision log cannot be read right now; retry in a moment")
+
+
 def _summary(
-    seq: int, decision_id: str, recorded_at: str, raw: str, ran: int | None
+    seq: int, decision_id: str, recorded_at: str, raw: str, ran: int | str | None
 ) -> DecisionSummary:
     body = json.loads(raw)
     caller = body.get("caller") or {}
@@ -273,7 +332,8 @@ def _summary(
         agent_id=target.get("agent_id") if isinstance(target, dict) else None,
         tool=body.get("tool") if isinstance(body.get("tool"), str) else None,
         policy_revision=policy.get("policy_revision") if isinstance(policy, dict) else None,
-        ran=None if ran is None else bool(ran),
+        # SQLite's json_extract gives 1/0 for a JSON boolean, PostgreSQL's #>> "true"/"false".
+        ran=None if ran is None else ran in (1, "true"),
     )
 
 
