@@ -26,6 +26,7 @@ from gateway.audit import GENESIS, AuditRecord, AuditStore, record_hash
 from gateway.audit_postgres import (
     APPEND_LOCK,
     PostgresChain,
+    connect,
     newest_checkpoint,
     tail,
     verify_chain,
@@ -242,6 +243,51 @@ def test_unreadable_database_does_not_verify(server: PostgresServer) -> None:
     report = verify_chain(wrong)
     assert not report.ok
     assert "REGATE_TEST_UNSET_PASSWORD, which is not set" in report.problem
+
+
+def test_a_lock_held_too_long_is_a_refusal_not_a_hang(
+    server: PostgresServer, audit: AuditSettings
+) -> None:
+    append_all(audit, 1)  # the tables exist
+    quick = server.audit_settings(timeout_s=1.0)
+
+    async def scenario() -> None:
+        store = AuditStore(PostgresChain(quick))
+        try:
+            with server.superuser("regate") as holder:
+                holder.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
+                with pytest.raises(AuditUnavailable) as refused:
+                    await store.append("decision", "blocked", {"n": 2})
+                # The lock wait ran into the session's deadlines (lock or statement timeout).
+                assert isinstance(refused.value.__cause__, psycopg.OperationalError)
+                assert "timeout" in str(refused.value.__cause__)
+                holder.execute("SELECT pg_advisory_unlock(%s)", (APPEND_LOCK,))
+            assert (await store.append("decision", "after", {"n": 3})).seq == 2
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert verify_chain(audit).ok
+
+
+def test_a_replica_stuck_inside_its_transaction_is_cut_off_by_the_server(
+    server: PostgresServer, audit: AuditSettings
+) -> None:
+    append_all(audit, 1)
+    # A session set up as a replica's (deadline 1 s) takes the append lock in a
+    # transaction and then stalls, as a frozen gateway would.
+    stuck = connect(server.audit_settings(timeout_s=1.0))
+    try:
+        stuck.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+        # Another replica (deadline 5 s) waits, then gets the lock once the server
+        # has ended the stalled session.
+        [record] = append_all(audit, 1, start=2)
+        assert record.seq == 2
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            stuck.execute("SELECT 1")
+    finally:
+        stuck.close()
+    assert verify_chain(audit).ok
 
 
 def test_server_down_fails_the_batch_then_the_store_reconnects(
