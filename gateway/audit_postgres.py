@@ -95,7 +95,7 @@ INSERT = (
 )
 SELECT_RECORDS = (
     "SELECT seq, kind, decision_id, recorded_at, body, prev_hash, hash"
-    " FROM audit_log WHERE recorded_at >= %s"
+    ' FROM audit_log WHERE recorded_at COLLATE "C" >= %s'
 )
 SELECT_AFTER = (
     "SELECT seq, kind, decision_id, recorded_at, body, prev_hash, hash"
@@ -123,11 +123,17 @@ def read_password(settings: AuditSettings) -> str | None:
     """The password from its file or variable, read at each connect so it can rotate."""
     if settings.password_file is not None:
         try:
-            return settings.password_file.read_text().rstrip("\r\n")
+            lines = settings.password_file.read_text().splitlines()
         except OSError as exc:
             raise AuditStoreError(
                 f"cannot read audit.password_file {settings.password_file}: {exc.strerror}"
             ) from exc
+        if not lines or not lines[0]:
+            raise AuditStoreError(
+                f"audit.password_file {settings.password_file} is empty: put the password"
+                " on its first line"
+            )
+        return lines[0]
     if settings.password_env is not None:
         password = os.environ.get(settings.password_env)
         if not password:
@@ -192,13 +198,23 @@ class PostgresChain:
         self.seq = 0
         self.signed_seq = 0
 
+    def connect_early(self) -> None:
+        """At start, so a wrong DSN or password is in the log before the first call
+        (which would fail anyway, and reconnect, as every later one does)."""
+        with contextlib.suppress(AuditStoreError, psycopg.Error):
+            self._connection()
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            conn = connect(self._settings)
             try:
-                create_schema(conn)
-            except BaseException:
-                conn.close()
+                conn = connect(self._settings)
+                try:
+                    create_schema(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+            except (AuditStoreError, psycopg.Error) as exc:
+                log.error("audit_store_unreachable", store=self.where, error=str(exc))
                 raise
             self._conn = conn
             log.info("audit_store_connected", store=self.where)
@@ -220,11 +236,7 @@ class PostgresChain:
     def _append_once(
         self, entries: Sequence[Entry], seal: Seal
     ) -> tuple[list[AuditRecord], Checkpoint | None]:
-        try:
-            conn = self._connection()
-        except (AuditStoreError, psycopg.Error) as exc:
-            log.error("audit_store_unreachable", store=self.where, error=str(exc))
-            raise
+        conn = self._connection()
         try:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
             head = conn.execute(

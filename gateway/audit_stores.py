@@ -93,7 +93,9 @@ class PostgresSource:
     settings: AuditSettings
 
     def open_store(self, checkpoints: CheckpointSigner | None = None) -> AuditStore:
-        return AuditStore(audit_postgres.PostgresChain(self.settings), checkpoints=checkpoints)
+        chain = audit_postgres.PostgresChain(self.settings)
+        chain.connect_early()
+        return AuditStore(chain, checkpoints=checkpoints)
 
     def verify(self, keys: crypto.KeySet | None, anchors: Sequence[str] = ()) -> ChainReport:
         return audit_postgres.verify_chain(self.settings, keys, anchors)

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from conftest import RunningStack, free_port, start_stack, stop_stack
 from postgres_cluster import ROLE, PostgresServer, server_bindir
+from structlog.testing import capture_logs
 
 from gateway.audit import GENESIS, AuditRecord, AuditStore, record_hash
 from gateway.audit_postgres import (
@@ -31,6 +32,7 @@ from gateway.audit_postgres import (
     tail,
     verify_chain,
 )
+from gateway.audit_stores import PostgresSource
 from gateway.checkpoints import CheckpointSigner, read_checkpoint
 from gateway.errors import AuditUnavailable
 from regate import crypto
@@ -288,6 +290,30 @@ def test_a_replica_stuck_inside_its_transaction_is_cut_off_by_the_server(
     finally:
         stuck.close()
     assert verify_chain(audit).ok
+
+
+def test_a_wrong_password_is_logged_at_start_and_refuses_calls(
+    server: PostgresServer, audit: AuditSettings, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password-4b1d\n")
+    source = PostgresSource(server.audit_settings(password_file=wrong))
+
+    async def scenario() -> None:
+        with capture_logs() as logs:
+            store = source.open_store()
+            try:
+                with pytest.raises(AuditUnavailable):
+                    await store.append("decision", "d-1", {"n": 1})
+            finally:
+                await store.close()
+        unreachable = [e for e in logs if e["event"] == "audit_store_unreachable"]
+        assert len(unreachable) >= 2  # at start, and again at the call
+        assert unreachable[0]["store"] == str(source)
+        assert "password authentication failed" in unreachable[0]["error"]
+        assert "not-the-password-4b1d" not in repr(logs)
+
+    asyncio.run(scenario())
 
 
 def test_server_down_fails_the_batch_then_the_store_reconnects(

@@ -92,7 +92,7 @@ def test_password_from_file_and_from_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = tmp_path / "password"
-    secret.write_text("s3cret\n")
+    secret.write_text("s3cret\nsecond line is not part of it\n")
     assert read_password(AuditSettings("postgres", DSN, password_file=secret)) == "s3cret"
     monkeypatch.setenv("REGATE_AUDIT_PASSWORD", "from-env")
     env = AuditSettings("postgres", DSN, password_env="REGATE_AUDIT_PASSWORD")
@@ -106,6 +106,10 @@ def test_missing_password_sources_are_clear_errors(
     absent = tmp_path / "absent"
     with pytest.raises(AuditStoreError, match=f"cannot read audit.password_file {absent}"):
         read_password(AuditSettings("postgres", DSN, password_file=absent))
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(AuditStoreError, match="is empty: put the password on its first line"):
+        read_password(AuditSettings("postgres", DSN, password_file=empty))
     monkeypatch.delenv("REGATE_AUDIT_PASSWORD", raising=False)
     with pytest.raises(AuditStoreError, match="REGATE_AUDIT_PASSWORD, which is not set"):
         read_password(AuditSettings("postgres", DSN, password_env="REGATE_AUDIT_PASSWORD"))
