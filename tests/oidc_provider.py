@@ -67,10 +67,9 @@ timeout_s = 10
 @contextmanager
 def provider(port: int, redirect_uri: str, client_secret: str, work: Path) -> Iterator[str]:
     node = shutil.which("node")
-    if node is None or not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        raise RuntimeError(
-            "the test OIDC provider needs Node.js and `npm ci` in tests/e2e/oidc: run `make setup`"
-        )
+    if node is None:
+        raise RuntimeError("the test OIDC provider needs Node.js: run `make setup`")
+    install_provider()
     config = work / "provider.json"
     config.write_text(
         json.dumps(
@@ -110,6 +109,27 @@ def provider(port: int, redirect_uri: str, client_secret: str, work: Path) -> It
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+def install_provider() -> None:
+    """`npm ci` in tests/e2e/oidc, as scripts/setup.sh does, for a tree that skipped it
+    (a fresh git worktree): the pinned lock file, from npm's cache when it has it."""
+    if (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("the test OIDC provider needs npm: run `make setup`")
+    done = subprocess.run(
+        [npm, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=PROVIDER_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"npm ci in {PROVIDER_DIR} failed: {done.stderr[-2000:]}")
+    (PROVIDER_DIR / "node_modules" / ".installed").touch()
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

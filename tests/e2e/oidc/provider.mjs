@@ -71,7 +71,8 @@ const provider = new Provider(issuer, {
 function page(res, uid, error) {
   res.writeHead(error ? 401 : 200, {
     'content-type': 'text/html; charset=utf-8',
-    'content-security-policy': "default-src 'none'; form-action 'self'",
+    // No form-action: the sign-in form's redirects end at the client, another origin.
+    'content-security-policy': "default-src 'none'",
   });
   res.end(`<!doctype html><html><head><meta charset="utf-8"><title>Test provider sign-in</title></head>
 <body><h1>Test provider</h1>${error ? `<p id="error">${escape(error)}</p>` : ''}
