@@ -117,7 +117,7 @@ def test_admin_signs_in_with_a_locked_down_session_cookie(
     assert "unsafe-inline" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["cache-control"] == "no-store"
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
 
 
 def test_user_in_no_console_group_is_refused_and_gets_no_session(

@@ -45,7 +45,7 @@ def test_every_response_gets_the_headers() -> None:
             assert "unsafe-eval" not in csp
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["x-frame-options"] == "DENY"
-            assert response.headers["referrer-policy"] == "no-referrer"
+            assert response.headers["referrer-policy"] == "same-origin"
 
 
 def test_pages_are_never_cached_but_static_files_may_be() -> None:
