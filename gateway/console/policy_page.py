@@ -1,4 +1,5 @@
-"""Policy: is OPA serving, which bundle revision, and a dry run of an input against it."""
+"""Policy: is OPA serving, which bundle revision, how the shadow policy compares, and a
+dry run of an input against the enforced policy."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from gateway.console.templating import page, pretty_json, render
 from gateway.decision_log import DecisionLog, DecisionQuery, check_decision_id
 from gateway.policy import Decision, PolicyClient
 from gateway.policy_dry_run import MAX_INPUT_BYTES, dry_run, parse_input
+from gateway.shadow import ShadowPolicy
 from regate.errors import RegateError
 
 
@@ -51,12 +53,16 @@ async def render_policy(
 ) -> Response:
     client: PolicyClient = request.state.policy
     status = await client.status()
+    shadow: ShadowPolicy | None = getattr(request.state, "shadow", None)
     return render(
         request,
         "policy.html",
         {
             "nav": "policy",
             "status": status,
+            "shadow": {"sample_rate": shadow.sample_rate, **shadow.counts.as_json()}
+            if shadow
+            else None,
             "schema_ready": request.state.input_schema is not None,
             "input_text": text,
             "origin": origin,

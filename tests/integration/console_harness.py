@@ -39,6 +39,7 @@ from gateway.decision_log import SqliteDecisionLog
 from gateway.policy import PolicyClient
 from gateway.policy_dry_run import InputSchema
 from gateway.runner_client import RunnerClient
+from gateway.shadow import ShadowCounts, ShadowPolicy
 from regate.middleware import RequestIdMiddleware
 from regate.settings import ManifestSettings
 
@@ -89,6 +90,8 @@ class Services:
     opa_url: str
     runner_uds: Path | None
     policies_dir: Path | None
+    # A shadow policy with these counts (as if it had been sampling); None: none configured.
+    shadow_counts: ShadowCounts | None = None
 
 
 def build_app(services: Services, own_dir: Path) -> Starlette:
@@ -106,8 +109,13 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
             base_url="http://runner",
             transport=httpx.AsyncHTTPTransport(uds=str(services.runner_uds or "/nonexistent")),
         )
+        shadow = None
+        if services.shadow_counts is not None:
+            shadow = ShadowPolicy(opa_http, sample_rate=0.25, max_wait_s=0.5, timeout_s=2.0)
+            shadow.counts = services.shadow_counts
         try:
             yield {
+                "shadow": shadow,
                 "catalog": catalog,
                 "decisions": SqliteDecisionLog(services.audit_db),
                 "policy": PolicyClient(opa_http, timeout_s=2.0),

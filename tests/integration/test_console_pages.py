@@ -6,6 +6,7 @@ that sets the user and the CSRF token as the real one does."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -28,6 +29,8 @@ from console_harness import (
     serve_console,
 )
 
+from gateway.audit import AuditStore
+from gateway.shadow import ShadowCounts
 from regate import crypto
 from regate.manifest import sign_manifest
 
@@ -379,6 +382,50 @@ def test_opa_and_runner_down_are_clear_states(console: Console, tmp_path: Path) 
     assert "OPA cannot be reached" in policy.text
     assert tools.status_code == 200
     assert "The sandbox runner cannot be reached" in tools.text
+
+
+def test_shadow_policy_counts_and_a_disagreement_on_the_decision(
+    console: Console, tmp_path: Path
+) -> None:
+    # A decision the shadow policy disagreed with, written by the real audit store.
+    record = {
+        "decision_id": "sh-1",
+        "outcome": "allow",
+        "status": 200,
+        "code": "allowed",
+        "caller": {"sub": "alice", "iss": "https://issuer"},
+        "target": {"agent_id": "calculator"},
+        "tool": "add",
+        "policy": {"outcome": "allow", "reasons": [], "policy_revision": "r1"},
+        "shadow": {
+            "outcome": "deny",
+            "reasons": [{"code": "too_risky", "message": SCRIPT}],
+            "policy_revision": "r2",
+            "agrees": False,
+        },
+    }
+
+    async def write() -> None:
+        store = AuditStore(tmp_path / "audit.db")
+        await store.append("decision", "sh-1", record)
+        await store.close()
+
+    asyncio.run(write())
+    counts = ShadowCounts(sampled=4, agreed=3, disagreed=1)
+    counts.transitions["allow->deny"] = 1
+    shadowed = dataclasses.replace(
+        console.services, audit_db=tmp_path / "audit.db", shadow_counts=counts
+    )
+    with serve_console(shadowed) as running:
+        policy = running.get("/admin/policy").text
+        detail = running.get("/admin/decisions/sh-1").text
+    assert "25.0% of calls" in policy
+    assert "<code>allow-&gt;deny</code> 1" in policy
+    assert "disagrees with the enforced decision" in detail
+    assert "too_risky" in detail
+    assert_inert(detail)
+    assert SCRIPT not in detail
+    assert "No shadow policy is configured" in console.get("/admin/policy").text
 
 
 # --- tools and approvals -------------------------------------------------------------
