@@ -87,7 +87,7 @@ async def approve(request: Request) -> Response:
             raise BadRequest("the form lost the manifest digest; reload the page and try again")
         await catalog.approve(
             agent_id,
-            actor=request.state.user.name,
+            actor=request.state.user.actor,
             reason=text_field(form, "reason"),
             permissions=chosen_permissions(form, catalog, agent_id),
             expect_sha256=expect,
@@ -108,7 +108,7 @@ async def revoke(request: Request) -> Response:
     try:
         await catalog.revoke(
             agent_id,
-            actor=request.state.user.name,
+            actor=request.state.user.actor,
             reason=text_field(form, "reason"),
             request_id=request_id(request),
         )

@@ -9,7 +9,8 @@ gateway/decision_log.py `DecisionLog`), `policy` (the gateway's OPA client),
 The sign-in guard wrapped around these routes sets `request.state.user` (`name`,
 `role`, `can_act`) and `request.state.csrf_token` before a handler runs, lets GETs
 through for viewers and admins, and POSTs only for admins with a valid
-`csrf_token` form field. Actions name `request.state.user.name` as their actor.
+`csrf_token` form field. Actions name `request.state.user.actor` (`oidc:<name>`, as
+in the admin API with a session) as their actor.
 """
 
 from __future__ import annotations

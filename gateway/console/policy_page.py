@@ -36,7 +36,7 @@ async def evaluate(request: Request) -> Response:
             request.state.policy,
             request.state.input_schema,
             parse_input(text),
-            actor=request.state.user.name,
+            actor=request.state.user.actor,
         )
     except RegateError as exc:
         return await render_policy(request, text=text, error=exc)

@@ -55,6 +55,10 @@ class TestUser:
     def can_act(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def actor(self) -> str:
+        return f"oidc:{self.name}"
+
 
 USERS = {"admin": TestUser("alice@example.test", "admin"), "viewer": TestUser("vic", "viewer")}
 

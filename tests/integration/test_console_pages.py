@@ -272,19 +272,19 @@ def test_admin_approves_with_a_subset_of_permissions_then_revokes(console: Conso
     assert response.headers["location"] == "/admin/agents/xss?done=approve"
 
     html = console.get(response.headers["location"]).text
-    assert f"Approved by {USERS['admin'].name}" in html
+    assert f"Approved by {USERS['admin'].actor}" in html
     assert "reviewed &lt;b&gt;ok&lt;/b&gt;" in html
     assert f"{page}/approve" not in html  # approved: nothing left to approve
     admin = audit_bodies(console.audit_db, "admin")
     approval = [r for r in admin if r["action"] == "approve" and r["agent_id"] == "xss"][-1]
-    assert approval["actor"] == USERS["admin"].name
+    assert approval["actor"] == USERS["admin"].actor
     assert approval["outcome"] == "done"
     assert approval["permissions"]["add"] == ["net:none"]  # the unticked one is not approved
 
     revoked = console.submit(page, f"{page}/revoke", reason="incident 42")
     assert revoked.status_code == 303
     html = console.get(revoked.headers["location"]).text
-    assert f"Revoked by {USERS['admin'].name}" in html
+    assert f"Revoked by {USERS['admin'].actor}" in html
     assert "incident 42" in html
 
 
