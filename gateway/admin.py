@@ -19,6 +19,10 @@ action is audited with its actor.
     POST /admin/api/policy/eval                 {"input"}: a dry run against the loaded policy
     GET  /admin/api/tools                       the runner's tool health
     GET  /admin/api/shadow                      shadow policy: sample rate, (dis)agreements
+    GET  /admin/api/call-approvals?status=      parked calls, newest first
+    GET  /admin/api/call-approvals/{id}         one, with masked arguments and policy reasons
+    POST /admin/api/call-approvals/{id}/approve {"reason"}  (required)
+    POST /admin/api/call-approvals/{id}/deny    {"reason"}  (required)
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.call_approvals import CallApprovals, admin_view
 from gateway.catalog import Catalog, Entry
 from gateway.console.auth import Console
 from gateway.console.csrf import SAFE_METHODS
@@ -52,7 +57,7 @@ from gateway.policy_dry_run import InputSchema, dry_run
 from gateway.runner_client import RunnerClient
 from gateway.shadow import ShadowPolicy
 from regate.error_handlers import exception_handlers
-from regate.errors import BadRequest
+from regate.errors import BadRequest, NotFound
 from regate.front_door import FrontDoor
 from regate.jsonbody import parse_json, read_capped
 from regate.middleware import RequestIdMiddleware, request_id
@@ -77,6 +82,7 @@ class AdminLink:
         self.policy: PolicyClient | None = None
         self.runner: RunnerClient | None = None
         self.shadow: ShadowPolicy | None = None  # None: no shadow policy configured
+        self.call_approvals: CallApprovals | None = None  # parked calls (not manifests)
         self._ready = asyncio.Event()
 
     def connect(self, catalog: Catalog, *, policy: PolicyClient, runner: RunnerClient) -> None:
@@ -150,6 +156,7 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
                 "runner": link.runner,
                 "shadow": link.shadow,
                 "input_schema": InputSchema.load(settings.opa.policies_dir),
+                "call_approvals": link.call_approvals,
             }
         finally:
             if console is not None:
@@ -168,6 +175,14 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
             Route("/admin/api/policy/eval", policy_eval, methods=["POST"]),
             Route("/admin/api/shadow", shadow_counts, methods=["GET"]),
             Route("/admin/api/tools", tool_health, methods=["GET"]),
+            Route("/admin/api/call-approvals", list_call_approvals, methods=["GET"]),
+            Route("/admin/api/call-approvals/{approval_id}", show_call_approval, methods=["GET"]),
+            Route(
+                "/admin/api/call-approvals/{approval_id}/approve",
+                approve_call,
+                methods=["POST"],
+            ),
+            Route("/admin/api/call-approvals/{approval_id}/deny", deny_call, methods=["POST"]),
             *console_routes,
         ],
         middleware=[
@@ -177,7 +192,7 @@ def create_admin_app(settings: Settings, admin: AdminSettings, link: AdminLink) 
         ],
         exception_handlers=exception_handlers(
             event="admin_request_refused",
-            not_found_hint="the admin API is under /admin/api/agents",
+            not_found_hint="the admin API is under /admin/api/agents and /admin/api/call-approvals",
         ),
         lifespan=lifespan,
     )
@@ -412,3 +427,44 @@ def agent_view(entry: Entry, callable_now: bool) -> dict[str, Any]:
         "revocation": record.revocation.as_json() if record and record.revocation else None,
         "diff": list(record.diff) if record else [],
     }
+
+
+# --- approvals of calls (gateway/call_approvals.py) ----------------------------
+
+
+def call_approvals_of(request: Request) -> CallApprovals:
+    approvals: CallApprovals | None = request.state.call_approvals
+    if approvals is None:  # an admin app wired without them (tests of the agents API)
+        raise NotFound("call approvals are not served by this admin API")
+    return approvals
+
+
+@authenticated
+async def list_call_approvals(request: Request, catalog: Catalog, actor: str) -> Response:
+    status = request.query_params.get("status") or None
+    approvals = await call_approvals_of(request).list(status)
+    return JSONResponse({"approvals": [admin_view(a) for a in approvals]})
+
+
+@authenticated
+async def show_call_approval(request: Request, catalog: Catalog, actor: str) -> Response:
+    approval = await call_approvals_of(request).get(request.path_params["approval_id"])
+    return JSONResponse(admin_view(approval))
+
+
+@authenticated
+async def approve_call(request: Request, catalog: Catalog, actor: str) -> Response:
+    body = await read_body(request, allowed={"reason"})
+    approvals = call_approvals_of(request)
+    approval = await approvals.approve(request.path_params["approval_id"], actor, reason_of(body))
+    log.info("call_approval_approved", approval_id=approval.approval_id, actor=actor)
+    return JSONResponse(admin_view(approval))
+
+
+@authenticated
+async def deny_call(request: Request, catalog: Catalog, actor: str) -> Response:
+    body = await read_body(request, allowed={"reason"})
+    approvals = call_approvals_of(request)
+    approval = await approvals.deny(request.path_params["approval_id"], actor, reason_of(body))
+    log.info("call_approval_denied", approval_id=approval.approval_id, actor=actor)
+    return JSONResponse(admin_view(approval))

@@ -25,8 +25,12 @@ from gateway.arguments import extract_arguments
 from gateway.audit_stores import open_audit_store
 from gateway.auth import TokenVerifier, load_issuers
 from gateway.breaker import CircuitBreaker
+from gateway.call_approval_store import FILE_NAME as CALL_APPROVALS_FILE
+from gateway.call_approval_store import CallApprovalStore
+from gateway.call_approvals import CallApprovals, caller_view
 from gateway.catalog import Catalog
 from gateway.checkpoints import CheckpointSigner
+from gateway.errors import CallParked
 from gateway.mcp import mcp_endpoint
 from gateway.mcp_sessions import SessionStore
 from gateway.pipeline import Call, Pipeline
@@ -43,6 +47,9 @@ from regate.middleware import RequestIdMiddleware
 from regate.settings import Address, Settings
 
 log = structlog.get_logger("regate.gateway")
+
+# The header that replays a parked call with its approval (docs/api.md).
+APPROVAL_HEADER = "regate-approval"
 
 
 def fast_transport(address: Address) -> httpx.AsyncBaseTransport:
@@ -82,6 +89,13 @@ def create_app(
         approvals = ApprovalStore(settings.gateway.state_dir / APPROVALS_FILE)
         catalog = Catalog(settings.manifests, approvals, audit)
         await catalog.start()
+        call_approval_store = CallApprovalStore(settings.gateway.state_dir / CALL_APPROVALS_FILE)
+        call_approvals = CallApprovals(
+            call_approval_store,
+            audit,
+            ttl_s=settings.call_approvals.ttl_s,
+            max_pending_per_caller=settings.call_approvals.max_pending_per_caller,
+        )
         pipeline = Pipeline(
             verifier=TokenVerifier(
                 load_issuers(settings.issuers, jwks_http),
@@ -101,6 +115,7 @@ def create_app(
             audit=audit,
             runner=RunnerClient(runner_http),
             usage=UsageCounter(),
+            approvals=call_approvals,
             grant_key=grant_key,
             grant_ttl_s=settings.gateway.grant_ttl_s,
             shadow=shadow_policy(settings, opa_http),
@@ -110,6 +125,7 @@ def create_app(
         watcher = asyncio.create_task(catalog.watch(), name="manifest-watcher")
         if admin_link is not None:
             admin_link.shadow = pipeline.shadow
+            admin_link.call_approvals = call_approvals
             admin_link.connect(catalog, policy=pipeline.policy, runner=pipeline.runner)
         log.info("gateway_started", listen=str(settings.gateway.listen))
         try:
@@ -122,11 +138,13 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await approvals.close()
+            await call_approval_store.close()
             await audit.close()
 
     app = Starlette(
         routes=[
             Route("/v1/invoke/{agent_id}/{tool}", invoke, methods=["POST"]),
+            Route("/v1/approvals/{approval_id}", approval_status, methods=["GET"]),
             Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -187,8 +205,34 @@ async def invoke(request: Request) -> Response:
         authorization=request.headers.get("authorization"),
         read_arguments=read_arguments,
         request=request_facts(request, settings.gateway.trusted_proxies),
+        approval_id=request.headers.get(APPROVAL_HEADER),
     )
-    return JSONResponse(await pipeline.invoke(call))
+    try:
+        return JSONResponse(await pipeline.invoke(call))
+    except CallParked as parked:
+        approval_id = parked.details["approval_id"]
+        return JSONResponse(
+            {
+                "decision_id": parked.details["decision_id"],
+                "approval_id": approval_id,
+                "status": "pending",
+                "expires_at": parked.details["expires_at"],
+                "reasons": parked.details["reasons"],
+                "message": parked.message,
+            },
+            status_code=202,
+            headers={"Location": f"/v1/approvals/{approval_id}"},
+        )
+
+
+async def approval_status(request: Request) -> Response:
+    """`GET /v1/approvals/{id}`: the caller's own parked call; anyone else's is a 404."""
+    pipeline: Pipeline = request.state.pipeline
+    caller = await pipeline.verifier.authenticate(request.headers.get("authorization"))
+    approval = await pipeline.approvals.for_caller(
+        request.path_params["approval_id"], caller.iss, caller.sub
+    )
+    return JSONResponse(caller_view(approval))
 
 
 async def healthz(request: Request) -> Response:

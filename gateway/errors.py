@@ -126,3 +126,65 @@ class PermissionsNotRequested(RegateError):
 
     status = 422
     code = "permissions_not_requested"
+
+
+# --- approvals of calls (gateway/call_approvals.py) --------------------------
+
+
+class CallParked(RegateError):
+    """Not a failure: policy requires an admin's approval, and the call now waits for one.
+
+    Answered 202 by `/v1/invoke` (docs/api.md) and -32004 by MCP, with the approval id.
+    """
+
+    status = 202
+    code = "approval_pending"
+
+
+class TooManyPendingApprovals(RegateError):
+    status = 429
+    code = "too_many_pending_approvals"
+
+
+class CallApprovalNotFound(NotFound):
+    """No such approval, or it belongs to another caller (the same answer: no leak)."""
+
+    code = "approval_not_found"
+
+
+class CallApprovalMismatch(RegateError):
+    """The replayed call is not the call that was approved (caller, target, tool, arguments)."""
+
+    status = 403
+    code = "approval_mismatch"
+
+
+class CallApprovalDenied(RegateError):
+    status = 403
+    code = "approval_denied"
+
+
+class CallApprovalExpired(RegateError):
+    status = 403
+    code = "approval_expired"
+
+
+class CallApprovalUndecided(RegateError):
+    """Replayed before an admin decided: poll `GET /v1/approvals/{id}` first."""
+
+    status = 409
+    code = "approval_pending"
+
+
+class CallApprovalUsed(RegateError):
+    """An approved call runs once; this approval already ran its call."""
+
+    status = 409
+    code = "approval_used"
+
+
+class CallApprovalDecided(RegateError):
+    """An admin tried to approve or deny an approval that is no longer pending."""
+
+    status = 409
+    code = "approval_not_pending"

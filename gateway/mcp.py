@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import mcp_jsonrpc as jsonrpc
 from gateway.auth import Caller
-from gateway.errors import AgentNotFound, ToolNotFound
+from gateway.errors import AgentNotFound, CallParked, ToolNotFound
 from gateway.mcp_errors import (
     MethodNotAllowed,
     NotAcceptable,
@@ -34,7 +34,13 @@ from gateway.mcp_errors import (
 from gateway.mcp_jsonrpc import Invalid, Message, RpcError
 from gateway.mcp_jsonrpc import Request as RpcRequest
 from gateway.mcp_sessions import Session, SessionStore
-from gateway.mcp_tools import call_result, callable_tools, split_name
+from gateway.mcp_tools import (
+    META_APPROVAL_ID,
+    call_result,
+    callable_tools,
+    parked_result,
+    split_name,
+)
 from gateway.pipeline import Call, Pipeline
 from gateway.policy_input import RequestFacts
 from gateway.request_facts import request_facts
@@ -238,6 +244,8 @@ class Exchange:
         call = self.tool_call(params)
         try:
             outcome = await self.pipeline.invoke(call)
+        except CallParked as parked:
+            return parked_result(parked)
         except (AgentNotFound, ToolNotFound) as exc:
             exc.message = (
                 f"unknown tool {params.get('name')!r} (tools are named <agent_id>.<tool>;"
@@ -252,6 +260,8 @@ class Exchange:
         name = params.get("name")
         arguments = params.get("arguments")
         agent_id, tool = split_name(name) if isinstance(name, str) else ("", "")
+        meta = params.get("_meta")
+        approval_id = meta.get(META_APPROVAL_ID) if isinstance(meta, dict) else None
 
         async def read_arguments() -> dict[str, Any]:
             if not isinstance(name, str) or not name:
@@ -268,6 +278,8 @@ class Exchange:
             authorization=self.authorization,
             read_arguments=read_arguments,
             request=self.facts,
+            # Checked in the pipeline, after authentication; a non-string fails there.
+            approval_id=None if approval_id is None else str(approval_id),
         )
 
     async def record_refused_calls(

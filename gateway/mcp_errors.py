@@ -62,7 +62,8 @@ def rpc_error(exc: RegateError, request_id: str) -> RpcError:
 
 
 def rpc_code(exc: RegateError) -> int:
-    if exc.details.get("approval_required") or exc.status == 202:
+    # Parked, or replayed before an admin decided: wait for the approval.
+    if exc.details.get("approval_required") or exc.status == 202 or exc.code == "approval_pending":
         return APPROVAL_PENDING
     if exc.status == 429:
         return RATE_LIMITED

@@ -13,12 +13,19 @@ from typing import Any
 
 from gateway.agents import AgentRegistry
 from gateway.auth import Caller
+from gateway.errors import CallParked
 from gateway.policy import PolicyClient
 from gateway.policy_input import RequestFacts, build_policy_input
+from gateway.usage import Usage
 from regate.manifest import SignedManifest, ToolSpec
 
 META_DECISION_ID = "regate.dev/decision_id"
 META_METRICS = "regate.dev/metrics"
+# In `tools/call` params: replay a parked call with its approval (docs/mcp.md).
+META_APPROVAL_ID = "regate.dev/approval_id"
+NO_USAGE = Usage(calls_last_minute=0, tool_calls_last_minute=0)
+# A tool that needs an admin's approval is callable: the call is parked, then replayed.
+LISTED_OUTCOMES = ("allow", "require_approval")
 
 
 def mcp_name(agent_id: str, tool: str) -> str:
@@ -49,7 +56,8 @@ async def callable_tools(
     One policy question per tool, as for a call but with `arguments: {}`,
     `request.method: "tools/list"` and no usage (a listing says what the caller
     may call, not whether it is within a rate right now). A tool whose decision
-    depends on the arguments is listed only if policy allows it with none.
+    depends on the arguments is listed only if policy allows it with none. A tool
+    that needs an admin's approval is listed: its calls are parked for one.
     `PolicyUnavailable` propagates: no answer is better than a wrong list.
     """
     listing = RequestFacts(
@@ -69,7 +77,7 @@ async def callable_tools(
                     tool=tool,
                     arguments={},
                     request=listing,
-                    calls_last_minute=0,
+                    usage=NO_USAGE,
                 )
             )
             for agent, tool in candidates
@@ -78,7 +86,7 @@ async def callable_tools(
     return [
         descriptor(agent, tool)
         for (agent, tool), decision in zip(candidates, decisions, strict=True)
-        if decision.outcome == "allow"
+        if decision.outcome in LISTED_OUTCOMES
     ]
 
 
@@ -113,4 +121,25 @@ def call_result(outcome: Mapping[str, Any]) -> dict[str, Any]:
         "structuredContent": {"error": {"type": kind, "message": message}},
         "isError": True,
         "_meta": meta,
+    }
+
+
+def parked_result(parked: CallParked) -> dict[str, Any]:
+    """A `CallToolResult` for a call parked until an admin approves it: a tool error
+    (the model reads it) carrying the approval id, and how to replay the call."""
+    details = parked.details
+    approval = {
+        "approval_id": details["approval_id"],
+        "status": "pending",
+        "expires_at": details["expires_at"],
+        "reasons": details["reasons"],
+    }
+    return {
+        "content": [{"type": "text", "text": parked.message}],
+        "structuredContent": {"approval": approval},
+        "isError": True,
+        "_meta": {
+            META_DECISION_ID: details["decision_id"],
+            META_APPROVAL_ID: details["approval_id"],
+        },
     }

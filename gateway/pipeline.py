@@ -1,7 +1,8 @@
 """The request path of one tool call, top to bottom.
 
 authenticate → read arguments → resolve target → check arguments → ask policy →
-log the decision (durably) → forward to the runner with a grant → log the receipt.
+[approval: park the call, or spend the approval it replays] → log the decision
+(durably) → forward to the runner with a grant → log the receipt.
 
 Every step returns the next value or raises a `RegateError`. Whatever happens, the
 call leaves exactly one decision record; an allowed call also leaves a receipt
@@ -24,7 +25,8 @@ from gateway.agents import AgentRegistry
 from gateway.arguments import validate_arguments
 from gateway.audit import AuditRecord, AuditStore
 from gateway.auth import Caller, TokenVerifier
-from gateway.errors import PolicyDenied, RateLimited, ToolFlagged
+from gateway.call_approvals import Binding, CallApprovals, parse_approval_id
+from gateway.errors import CallParked, PolicyDenied, RateLimited, ToolFlagged
 from gateway.policy import Decision, PolicyClient
 from gateway.policy_input import RequestFacts, build_policy_input
 from gateway.runner_client import RunnerClient
@@ -44,6 +46,8 @@ class Call:
     `read_arguments` returns the call's arguments object or raises (`BadRequest`,
     `PayloadTooLarge`, ...); it runs after authentication, so an anonymous caller
     never gets a body parsed. `request.path` says which transport carried the call.
+    `approval_id` is what the caller sent to replay a parked call (the
+    `Regate-Approval` header, or MCP's `_meta`), unchecked: None when not a replay.
     """
 
     agent_id: str
@@ -51,6 +55,7 @@ class Call:
     authorization: str | None
     read_arguments: Callable[[], Awaitable[dict[str, Any]]]
     request: RequestFacts
+    approval_id: str | None = None
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Trail:
     policy_input: dict[str, Any] | None = None
     decision: Decision | None = None
     shadow: dict[str, Any] | None = None  # what the shadow policy said, when sampled
+    approval_id: str | None = None  # the call approval this call parked or spent
     stages_ms: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -90,6 +96,7 @@ class Trail:
             "source_ip": self.call.request.source_ip,
             "policy": decision,
             "input": masked(self.policy_input, self.decision),
+            "approval_id": self.approval_id,
             "stages_ms": self.stages_ms,
             **({"shadow": self.shadow} if self.shadow is not None else {}),
         }
@@ -118,6 +125,7 @@ class Pipeline:
         audit: AuditStore,
         runner: RunnerClient,
         usage: UsageCounter,
+        approvals: CallApprovals,
         grant_key: crypto.Jwk,
         grant_ttl_s: int,
         shadow: ShadowPolicy | None = None,
@@ -128,6 +136,7 @@ class Pipeline:
         self.audit = audit
         self.runner = runner
         self.usage = usage
+        self.approvals = approvals
         self.grant_key = grant_key
         self.grant_ttl_s = grant_ttl_s
         self.shadow = shadow
@@ -139,6 +148,7 @@ class Pipeline:
                 trail.caller = caller = await self.verifier.authenticate(call.authorization)
             with trail.stage("read_arguments"):
                 arguments = await call.read_arguments()
+                approval_id = parse_approval_id(call.approval_id) if call.approval_id else None
             with trail.stage("resolve"):
                 agent, tool = self.agents.resolve(call.agent_id, call.tool)
                 trail.target = {
@@ -156,12 +166,23 @@ class Pipeline:
                 tool=tool,
                 arguments=arguments,
                 request=call.request,
-                calls_last_minute=self.usage.record(caller.sub),
+                usage=self.usage.record(caller.sub, agent.agent_id, tool.name),
             )
             with trail.stage("policy"):
                 decision, trail.shadow = await self.decide(trail.policy_input, trail.decision_id)
                 trail.decision = decision
             enforce(decision, trail.decision_id)
+            if decision.outcome == "require_approval":
+                binding = Binding(
+                    caller_iss=caller.iss,
+                    caller_sub=caller.sub,
+                    agent_id=agent.agent_id,
+                    manifest_sha256=agent.sha256,
+                    tool=tool.name,
+                    arguments_sha256=digest(arguments),
+                )
+                with trail.stage("approval"):
+                    await self.park_or_redeem(trail, binding, approval_id)
         except RegateError as exc:
             await self._refused(trail, exc)
             raise
@@ -170,7 +191,11 @@ class Pipeline:
             decided = await self.audit.append(
                 "decision",
                 trail.decision_id,
-                trail.record(outcome="allow", status=200, code="allowed"),
+                trail.record(
+                    outcome="allow",
+                    status=200,
+                    code="approved_call" if trail.approval_id else "allowed",
+                ),
             )
         limits = tightened(tool.limits, decision.obligations)
         grant = issue_grant(
@@ -213,6 +238,37 @@ class Pipeline:
             return await self.policy.decide(policy_input), None
         return await self.shadow.decide_beside(self.policy.decide, policy_input, decision_id)
 
+    async def park_or_redeem(self, trail: Trail, binding: Binding, approval_id: str | None) -> None:
+        """A call policy sends for approval runs only by spending an approval granted for
+        exactly this call; without one it is parked (`CallParked`, answered 202)."""
+        if approval_id is not None:
+            trail.approval_id = approval_id
+            await self.approvals.redeem(approval_id, binding, trail.decision_id)
+            return
+        assert trail.decision is not None
+        assert trail.target is not None
+        reasons = [{"code": r.code, "message": r.message} for r in trail.decision.reasons]
+        masked_input = masked(trail.policy_input, trail.decision) or {}
+        approval = await self.approvals.park(
+            decision_id=trail.decision_id,
+            binding=binding,
+            agent_version=trail.target["version"],
+            masked_arguments=masked_input.get("arguments", {}),
+            reasons=reasons,
+        )
+        trail.approval_id = approval.approval_id
+        raise CallParked(
+            f"policy requires an admin's approval for this call; it waits as approval"
+            f" {approval.approval_id} until {approval.expires_at}: poll"
+            f" GET /v1/approvals/{approval.approval_id}, and once it is approved send the"
+            " same call again with the approval id (on /v1/invoke the header"
+            " 'Regate-Approval: <id>', on MCP params._meta 'regate.dev/approval_id')",
+            approval_id=approval.approval_id,
+            status="pending",
+            expires_at=approval.expires_at,
+            reasons=reasons,
+        )
+
     async def refuse(self, call: Call, exc: RegateError, caller: Caller | None = None) -> None:
         """Record a call its transport refused before it could come in (e.g. an MCP
         `tools/call` on an unknown session), so that it too leaves its one record."""
@@ -220,7 +276,10 @@ class Pipeline:
 
     async def _refused(self, trail: Trail, exc: RegateError) -> None:
         exc.details["decision_id"] = trail.decision_id
-        outcome = "deny" if exc.status < 500 else "error"
+        if isinstance(exc, CallParked):
+            outcome = "require_approval"
+        else:
+            outcome = "deny" if exc.status < 500 else "error"
         await self.audit.append(
             "decision",
             trail.decision_id,
@@ -243,17 +302,11 @@ def refuse_flagged(agent_id: str, tool: ToolSpec) -> None:
 
 
 def enforce(decision: Decision, decision_id: str) -> None:
-    """Let an `allow` through; turn anything else into the caller's 403."""
-    if decision.outcome == "allow":
+    """Turn a `deny` into the caller's 403 (or 429 for a rate limit). `allow` goes on to
+    the runner, `require_approval` to the approval step (`Pipeline.park_or_redeem`)."""
+    if decision.outcome in ("allow", "require_approval"):
         return
     reasons = [{"code": r.code, "message": r.message} for r in decision.reasons]
-    if decision.outcome == "require_approval":
-        raise PolicyDenied(
-            "policy requires an admin's approval for this call, and call approvals are not"
-            " enabled on this gateway yet",
-            reasons=reasons,
-            approval_required=True,
-        )
     first = decision.reasons[0].message if decision.reasons else "no reason given"
     if decision.reasons and all(r.code == "rate_limited" for r in decision.reasons):
         retry = decision.obligations.get("retry_after_s")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.auth import Caller
+from gateway.usage import Usage
 from regate.manifest import SignedManifest, ToolSpec
 
 INPUT_VERSION = 1
@@ -29,7 +30,7 @@ def build_policy_input(
     tool: ToolSpec,
     arguments: Mapping[str, Any],
     request: RequestFacts,
-    calls_last_minute: int,
+    usage: Usage,
 ) -> dict[str, Any]:
     return {
         "input_version": INPUT_VERSION,
@@ -59,5 +60,8 @@ def build_policy_input(
             "method": request.method,
             "path": request.path,
         },
-        "usage": {"calls_last_minute": calls_last_minute},
+        "usage": {
+            "calls_last_minute": usage.calls_last_minute,
+            "tool_calls_last_minute": usage.tool_calls_last_minute,
+        },
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,28 @@ class AdminClient:
     def revoke(self, agent_id: str, *, reason: str = "") -> dict[str, Any]:
         return self._call("POST", f"/admin/api/agents/{agent_id}/revoke", {"reason": reason})
 
-    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    # --- approvals of calls (not of manifests) ---
+
+    def call_approvals(self, status: str | None = None) -> dict[str, Any]:
+        params = {"status": status} if status else None
+        return self._call("GET", "/admin/api/call-approvals", params=params)
+
+    def call_approval(self, approval_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/admin/api/call-approvals/{_segment(approval_id)}")
+
+    def approve_call(self, approval_id: str, *, reason: str) -> dict[str, Any]:
+        path = f"/admin/api/call-approvals/{_segment(approval_id)}/approve"
+        return self._call("POST", path, {"reason": reason})
+
+    def deny_call(self, approval_id: str, *, reason: str) -> dict[str, Any]:
+        path = f"/admin/api/call-approvals/{_segment(approval_id)}/deny"
+        return self._call("POST", path, {"reason": reason})
+
+    def _call(
+        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body, params=params)
         except httpx.HTTPError as exc:
             raise AdminClientError(f"cannot reach the admin API: {exc}") from exc
         try:
@@ -104,6 +124,11 @@ class AdminClient:
         if not isinstance(data, dict):
             raise AdminClientError("the admin API answered with something other than an object")
         return data
+
+
+def _segment(value: str) -> str:
+    """One path segment: an id typed by a person must not walk to another endpoint."""
+    return urllib.parse.quote(value, safe="")
 
 
 def _listen(admin: AdminSettings | None) -> Address:

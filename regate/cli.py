@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from regate import crypto
+from regate import cli_approvals, crypto
 from regate.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     arevoke.add_argument("agent")
     arevoke.add_argument("--reason", default="", help="recorded in the audit log")
+
+    cli_approvals.add_commands(sub, with_config)
 
     token = sub.add_parser("token", help="agent tokens").add_subparsers(metavar="ACTION")
     mint = token.add_parser("mint", help="sign a JWT (for tests and the demo)")

@@ -209,6 +209,16 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class CallApprovalSettings:
+    """Calls parked because policy said `require_approval` (gateway/call_approvals.py)."""
+
+    # From parking until the approved call must have been replayed; then it is a deny.
+    ttl_s: int = 3600
+    # Pending approvals one caller may have at once: parking is cheap, reviewing is not.
+    max_pending_per_caller: int = 20
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings
     opa: OpaSettings
@@ -219,6 +229,7 @@ class Settings:
     admin: AdminSettings | None = None  # no [admin] section: no admin listener
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    call_approvals: CallApprovalSettings = field(default_factory=CallApprovalSettings)
 
 
 def load_settings(path: Path | str | None = None) -> Settings:
@@ -309,7 +320,16 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
     if len(set(names)) != len(names):
         raise ConfigError("[[issuers]]: each issuer may appear only once")
     return Settings(
-        gateway, opa, runner, manifests, issuers, source, admin, _shadow(raw), _audit(raw, base)
+        gateway,
+        opa,
+        runner,
+        manifests,
+        issuers,
+        source,
+        admin,
+        _shadow(raw),
+        _audit(raw, base),
+        call_approvals=_call_approvals(raw),
     )
 
 
@@ -320,6 +340,18 @@ def _shadow(raw: Mapping[str, Any]) -> ShadowSettings:
     return ShadowSettings(
         sample_rate=_float(table, "shadow.sample_rate", 0.0, low=0.0, high=1.0),
         max_wait_s=_float(table, "shadow.max_wait_s", 0.05, low=0.0, high=10.0),
+    )
+
+
+def _call_approvals(raw: Mapping[str, Any]) -> CallApprovalSettings:
+    if "call_approvals" not in raw:
+        return CallApprovalSettings()
+    table = _table(raw, "call_approvals")
+    return CallApprovalSettings(
+        ttl_s=_int(table, "call_approvals.ttl_s", 3600, low=1, high=7 * 86400),
+        max_pending_per_caller=_int(
+            table, "call_approvals.max_pending_per_caller", 20, low=1, high=10_000
+        ),
     )
 
 

@@ -121,9 +121,9 @@ def test_demo_makes_its_calls_and_verifies_the_log(stack_files: Path) -> None:
     assert "an admin approves calculator 1.0.0" in out
     for expected in ("-> 200", 'result: {"sum": 42}', "-> 403", "no_grant", "-> 422", "-> 401"):
         assert expected in out
-    # Per agent (the demo re-signs all 7 under agents/): manifest_seen and its approval;
+    # Per agent (the demo re-signs all 8 under agents/): manifest_seen and its approval;
     # then 5 decisions and 2 receipts.
-    assert "OK: 21 records, hash chain intact" in out
+    assert "OK: 23 records, hash chain intact" in out
 
 
 def test_keys_manifest_and_token_round_trip(tmp_path: Path) -> None:

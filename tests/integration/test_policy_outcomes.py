@@ -1,9 +1,14 @@
-"""Policy outcomes the gateway turns into HTTP: rate limits (429) and log redaction."""
+"""Policy outcomes the gateway turns into HTTP: rate limits (429) and log redaction.
+
+Approvals (202) have their own file, test_call_approvals.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import httpx
 import pytest
 from conftest import RunningStack
 
@@ -42,3 +47,62 @@ def test_arguments_the_policy_names_are_masked_in_the_log(stack: RunningStack) -
     assert decision["policy"]["obligations"]["redact"] == ["password"]
     assert decision["input"]["arguments"] == {"password": "[redacted]", "note": "kept"}
     assert "hunter2" not in json.dumps(rows)
+
+
+def test_a_parallel_burst_counts_in_full(stack: RunningStack) -> None:
+    # policies/regate/rate_limits/data.json: test-burst may make 3 calls a minute.
+    token = stack.token("test-burst")
+    before = stack.tool_counts("calculator.add")[0]
+
+    async def burst(n: int) -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/invoke/calculator/add",
+                        json={"arguments": {"a": i, "b": 1}},
+                        headers=headers,
+                    )
+                    for i in range(n)
+                )
+            )
+
+    responses = asyncio.run(burst(12))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 3 + [429] * 9, [r.text for r in responses]
+    assert stack.tool_counts("calculator.add")[0] == before + 3
+    for refused in (r for r in responses if r.status_code == 429):
+        assert refused.headers["retry-after"] == "60"
+        (record,) = [
+            r
+            for r in stack.audit_rows(refused.json()["error"]["decision_id"])
+            if r["kind"] == "decision"
+        ]
+        assert record["input"]["usage"]["calls_last_minute"] >= 3
+
+
+def test_a_limit_per_caller_and_tool(stack: RunningStack) -> None:
+    # test-tool-limited: calculator.stats 2 calls a minute; its other calls are not limited.
+    token = stack.token("test-tool-limited")
+
+    def stats() -> httpx.Response:
+        return stack.invoke("calculator", "stats", {"values": [1, 2, 3]}, token=token)
+
+    assert [stats().status_code for _ in range(2)] == [200, 200]
+
+    third = stats()
+
+    assert third.status_code == 429, third.text
+    assert third.headers["retry-after"] == "60"
+    error = third.json()["error"]
+    assert [r["code"] for r in error["reasons"]] == ["rate_limited"]
+    assert 'to tool "stats" of agent "calculator"' in error["reasons"][0]["message"]
+    (record,) = [r for r in stack.audit_rows(error["decision_id"]) if r["kind"] == "decision"]
+    assert record["input"]["usage"] == {"calls_last_minute": 2, "tool_calls_last_minute": 2}
+    # Another tool of the same caller is counted apart, and still runs.
+    add = stack.invoke("calculator", "add", {"a": 1, "b": 1}, token=token)
+    assert add.status_code == 200, add.text
+    (allowed,) = [r for r in stack.audit_rows(add.json()["decision_id"]) if r["kind"] == "decision"]
+    assert allowed["input"]["usage"] == {"calls_last_minute": 3, "tool_calls_last_minute": 0}

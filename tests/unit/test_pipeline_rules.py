@@ -11,7 +11,7 @@ from gateway.arguments import extract_arguments, validate_arguments
 from gateway.errors import InvalidArguments, PolicyDenied
 from gateway.pipeline import enforce, tightened
 from gateway.policy import Decision, Outcome, Reason
-from gateway.usage import WINDOW_S, UsageCounter
+from gateway.usage import SWEEP_EVERY, WINDOW_S, Usage, UsageCounter
 from regate.errors import BadRequest
 
 # --- tightened: obligations may only lower limits ----------------------------
@@ -79,14 +79,11 @@ def test_deny_without_reasons() -> None:
     assert caught.value.details == {"reasons": []}
 
 
-def test_require_approval_is_denied_and_flagged() -> None:
-    with pytest.raises(PolicyDenied, match="requires an admin's approval") as caught:
-        enforce(decision("require_approval", ("sensitive", "writes files")), "d-1")
-    assert caught.value.status == 403
-    assert caught.value.details == {
-        "reasons": [{"code": "sensitive", "message": "writes files"}],
-        "approval_required": True,
-    }
+def test_allow_and_require_approval_go_on() -> None:
+    # require_approval goes on to the approval step (Pipeline.park_or_redeem), which
+    # parks the call or spends its approval: tests/integration/test_call_approvals.py.
+    assert enforce(decision("allow", ("granted", "ok")), "d-1") is None
+    assert enforce(decision("require_approval", ("sensitive", "writes files")), "d-1") is None
 
 
 # --- arguments -------------------------------------------------------------------
@@ -184,8 +181,31 @@ class FakeClock:
 def test_usage_counts_calls_before_this_one() -> None:
     clock = FakeClock()
     usage = UsageCounter(clock=clock)
-    assert [usage.record("alice") for _ in range(3)] == [0, 1, 2]
-    assert usage.record("bob") == 0
+    assert [usage.record("alice", "calc", "add").calls_last_minute for _ in range(3)] == [0, 1, 2]
+    assert usage.record("bob", "calc", "add") == Usage(0, 0)
+
+
+def test_usage_counts_each_tool_of_a_caller_apart() -> None:
+    usage = UsageCounter(clock=FakeClock())
+    usage.record("alice", "calc", "add")
+    usage.record("alice", "calc", "add")
+    # The same tool name on another agent is another tool.
+    assert usage.record("alice", "other", "add") == Usage(2, 0)
+    assert usage.record("alice", "calc", "stats") == Usage(3, 0)
+    assert usage.record("alice", "calc", "add") == Usage(4, 2)
+    assert usage.record("bob", "calc", "add") == Usage(0, 0)
+
+
+def test_usage_forgets_quiet_callers() -> None:
+    clock = FakeClock()
+    usage = UsageCounter(clock=clock)
+    usage.record("alice", "calc", "add")
+    clock.now += WINDOW_S + 1
+    for _ in range(SWEEP_EVERY):
+        usage.record("bob", "calc", "add")
+    assert "alice" not in usage._calls
+    assert ("alice", "calc", "add") not in usage._tool_calls
+    assert usage.record("bob", "calc", "add").calls_last_minute == SWEEP_EVERY
 
 
 def test_usage_window_slides() -> None:
@@ -195,7 +215,7 @@ def test_usage_window_slides() -> None:
 
     def at(offset: float) -> int:
         clock.now = start + offset
-        return usage.record("alice")
+        return usage.record("alice", "calc", "add").tool_calls_last_minute
 
     assert at(0) == 0
     assert at(30) == 1

@@ -88,6 +88,17 @@ def test_minimal_config_with_defaults() -> None:
     assert [i.issuer for i in settings.issuers] == ["https://issuer.test"]
     assert settings.issuers[0].algorithms == ("ES256",)
     assert settings.source == base / "regate.toml"
+    assert (settings.call_approvals.ttl_s, settings.call_approvals.max_pending_per_caller) == (
+        3600,
+        20,
+    )
+
+
+def test_call_approvals_section() -> None:
+    raw = minimal()
+    raw["call_approvals"] = {"ttl_s": 600, "max_pending_per_caller": 3}
+    approvals = parse(raw).call_approvals
+    assert (approvals.ttl_s, approvals.max_pending_per_caller) == (600, 3)
 
 
 def test_http_prefix_is_accepted_on_addresses() -> None:
@@ -190,6 +201,11 @@ BAD: list[Any] = [
     pytest.param(edit(lambda r: r.update(shadow={"sample_rate": -0.1})), "shadow.sample_rate", id="shadow-rate-negative"),
     pytest.param(edit(lambda r: r.update(shadow={"max_wait_s": 11})), "shadow.max_wait_s", id="shadow-wait-too-long"),
     pytest.param(edit(lambda r: r.update(shadow="on")), "[shadow] section is missing", id="shadow-not-a-table"),
+    pytest.param(edit(lambda r: r.update(call_approvals={"ttl_s": 0})), "call_approvals.ttl_s", id="approval-ttl-zero"),
+    pytest.param(edit(lambda r: r.update(call_approvals={"ttl_s": 8 * 86400})), "call_approvals.ttl_s", id="approval-ttl-over-a-week"),
+    pytest.param(edit(lambda r: r.update(call_approvals={"ttl_s": "1h"})), "call_approvals.ttl_s", id="approval-ttl-string"),
+    pytest.param(edit(lambda r: r.update(call_approvals={"max_pending_per_caller": 0})), "call_approvals.max_pending_per_caller", id="approval-no-pending"),
+    pytest.param(edit(lambda r: r.update(call_approvals=3600)), "[call_approvals] section", id="approvals-not-a-table"),
 ]  # fmt: skip
 
 

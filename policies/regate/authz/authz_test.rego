@@ -22,7 +22,7 @@ _input(caller, agent, tool) := {
 		"id": "req-1", "time": _now, "source_ip": "127.0.0.1", "source_ip_from": "peer",
 		"method": "POST", "path": "/v1/invoke/x/y",
 	},
-	"usage": {"calls_last_minute": 0},
+	"usage": {"calls_last_minute": 0, "tool_calls_last_minute": 0},
 }
 
 # _input with some fields replaced (a deep merge).

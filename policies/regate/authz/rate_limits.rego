@@ -7,6 +7,13 @@
 # through. Over the limit the call is denied with obligations.retry_after_s,
 # which the gateway answers as 429 with Retry-After.
 #
+# Per (caller, tool) limits: "tools" (agent -> tool or "*" -> {"per_minute"})
+# limits every caller's calls to a tool, and a caller's own "tools" (same
+# shape, under "callers") overrides it; the most specific entry applies, the
+# caller's before the shared ones. "*" gives each tool of the agent that
+# limit, counted per tool. input.usage.tool_calls_last_minute counts the
+# caller's calls to this tool of this agent in the 60 s before this one.
+#
 # Package annotations (title, input schema) are in authz.rego.
 package regate.authz
 
@@ -24,8 +31,37 @@ _rate_denials contains {
 	input.usage.calls_last_minute >= _per_minute
 }
 
+# METADATA
+# description: The caller made as many calls to this tool in the last minute as its limit for the tool allows.
+# custom:
+#   code: rate_limited
+_rate_denials contains {
+	"code": rego.metadata.rule().custom.code,
+	"message": sprintf(
+		"caller %q made %v calls to tool %q of agent %q in the last minute and may make %v a minute; retry later",
+		[_caller, object.get(input.usage, "tool_calls_last_minute", "uncounted"), _tool, _agent, _tool_per_minute],
+	),
+} if {
+	not _listing
+	is_number(_tool_per_minute)
+	not _within_tool_limit
+}
+
 _per_minute := object.get(
 	data.regate.rate_limits,
 	["callers", _caller, "per_minute"],
 	data.regate.rate_limits.per_minute,
 )
+
+# A count the gateway did not send is not within any limit (fails closed).
+_within_tool_limit if {
+	is_number(input.usage.tool_calls_last_minute)
+	input.usage.tool_calls_last_minute < _tool_per_minute
+}
+
+# The first of the caller's own per-tool limits, then the shared ones, each
+# most specific first; undefined (no per-tool limit) when there is none.
+_tool_per_minute := array.concat(
+	[n | some [agent, tool] in _tool_scopes; n := data.regate.rate_limits.callers[_caller].tools[agent][tool].per_minute],
+	[n | some [agent, tool] in _tool_scopes; n := data.regate.rate_limits.tools[agent][tool].per_minute],
+)[0]

@@ -9,7 +9,7 @@ _rate_limits := {
 }
 
 # _input for caller after n calls in the last minute.
-_after(caller, n) := _call(caller, "calculator", "add", {"usage": {"calls_last_minute": n}})
+_after(caller, n) := _call(caller, "calculator", "add", {"usage": {"calls_last_minute": n, "tool_calls_last_minute": 0}})
 
 test_rate_limits[note] if {
 	some note, [doc, codes, obligations] in {
@@ -82,4 +82,102 @@ test_shipped_rate_limits_well_formed[caller] if {
 	some caller, limit in object.union(data.regate.rate_limits.callers, {"(default)": data.regate.rate_limits})
 	is_number(limit.per_minute)
 	limit.per_minute >= 0
+}
+
+# Per (caller, tool) limits: shared ones by tool scope, a caller's own first.
+_tool_rate_limits := {
+	"per_minute": 1000,
+	"retry_after_s": 20,
+	"tools": {
+		"calculator": {"stats": {"per_minute": 5}, "*": {"per_minute": 50}},
+		"*": {"*": {"per_minute": 500}},
+	},
+	"callers": {
+		"carol": {"tools": {"calculator": {"stats": {"per_minute": 1}}}},
+		"dave": {"per_minute": 2, "tools": {"*": {"*": {"per_minute": 100}}}},
+	},
+}
+
+# _input for caller's call to agent/tool after n calls to that tool.
+_tool_after(caller, agent, tool, n) := _call(caller, agent, tool, {"usage": {"calls_last_minute": 0, "tool_calls_last_minute": n}})
+
+test_tool_rate_limits[note] if {
+	some note, [doc, codes] in {
+		"under the tool's limit": [_tool_after("alice", "calculator", "stats", 4), ["granted"]],
+		"at the tool's limit": [_tool_after("alice", "calculator", "stats", 5), ["rate_limited"]],
+		"agent-wide limit": [_tool_after("alice", "calculator", "add", 49), ["granted"]],
+		"over the agent-wide limit": [_tool_after("alice", "calculator", "add", 50), ["rate_limited"]],
+		"every agent's tools": [_tool_after("alice", "other", "x", 500), ["rate_limited"]],
+		"caller's own, tighter": [_tool_after("carol", "calculator", "stats", 1), ["rate_limited"]],
+		"caller's own wins over a tighter shared one": [_tool_after("dave", "calculator", "stats", 1), ["granted"]],
+		"caller's own, looser": [_tool_after("dave", "calculator", "stats", 99), ["granted"]],
+		"over both limits": [
+			_call("dave", "calculator", "stats", {"usage": {"calls_last_minute": 2, "tool_calls_last_minute": 100}}),
+			["rate_limited", "rate_limited"],
+		],
+		"uncounted is over": [
+			_call("alice", "calculator", "stats", {"usage": {"calls_last_minute": 0, "tool_calls_last_minute": null}}),
+			["rate_limited"],
+		],
+		"listing is not limited": [
+			_call("alice", "calculator", "stats", {
+				"usage": {"calls_last_minute": 0, "tool_calls_last_minute": 9},
+				"request": {"method": "tools/list"},
+			}),
+			["granted"],
+		],
+	}
+	d := authz.decision with input as doc
+		with data.regate.grants as _grants_for(["alice", "carol", "dave"], ["calculator", "other"])
+		with data.regate.risk as {}
+		with data.regate.arguments as {}
+		with data.regate.rate_limits as _tool_rate_limits
+		with data.regate.limits as {}
+		with data.regate.redact as {}
+	_well_formed(d)
+	_codes(d) == codes
+}
+
+test_tool_rate_limits_message if {
+	d := authz.decision with input as _tool_after("alice", "calculator", "stats", 7)
+		with data.regate.grants as [{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.rate_limits as _tool_rate_limits
+	d.reasons[0].message == concat("", [
+		`caller "alice" made 7 calls to tool "stats" of agent "calculator" in the last minute `,
+		`and may make 5 a minute; retry later`,
+	])
+	d.obligations == {"retry_after_s": 20}
+}
+
+# No per-tool data: the tool count is not looked at, even when missing.
+test_tool_rate_limits_none if {
+	doc := json.remove(_input("alice", "calculator", "stats"), ["usage/tool_calls_last_minute"])
+	d := authz.decision with input as doc
+		with data.regate.grants as [{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.rate_limits as {"per_minute": 10}
+	_codes(d) == ["granted"]
+}
+
+test_shipped_tool_rate_limits[note] if {
+	some note, [doc, codes] in {
+		"test-tool-limited, second stats": [_tool_after("test-tool-limited", "calculator", "stats", 1), ["granted"]],
+		"test-tool-limited, third stats": [_tool_after("test-tool-limited", "calculator", "stats", 2), ["rate_limited"]],
+		"test-tool-limited, add is not limited": [_tool_after("test-tool-limited", "calculator", "add", 50), ["granted"]],
+		"test-burst, fourth call": [_after("test-burst", 3), ["rate_limited"]],
+	}
+	d := authz.decision with input as doc
+	_codes(d) == codes
+}
+
+test_shipped_tool_rate_limits_well_formed[note] if {
+	some note, limits in {
+		"(shared)": object.get(data.regate.rate_limits, "tools", {}),
+		"test-tool-limited": data.regate.rate_limits.callers["test-tool-limited"].tools,
+	}
+	every _, tools in limits {
+		every _, limit in tools {
+			is_number(limit.per_minute)
+			limit.per_minute >= 0
+		}
+	}
 }
