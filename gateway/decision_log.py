@@ -34,7 +34,7 @@ from gateway.errors import AuditUnavailable
 from regate.errors import BadRequest, NotFound
 from regate.settings import AuditSettings, Settings
 
-OUTCOMES = ("allow", "deny", "error")
+OUTCOMES = ("allow", "deny", "require_approval", "error")
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 MAX_FILTER_CHARS = 256

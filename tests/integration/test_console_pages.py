@@ -178,7 +178,7 @@ def test_hostile_arguments_and_callers_render_as_text(
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"outcome": "maybe"}, "must be one of allow, deny, error"),
+        ({"outcome": "maybe"}, "must be one of allow, deny, require_approval, error"),
         ({"since": "2026-11-22T10:00", "until": "2026-11-22T09:00", "tz": "UTC"}, "earlier"),
         ({"tz": "Nowhere/Atlantis"}, "IANA time zone"),
     ],
