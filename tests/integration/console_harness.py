@@ -32,6 +32,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.approvals import ApprovalStore
 from gateway.audit import AuditStore
+from gateway.call_approval_store import CallApprovalStore
+from gateway.call_approvals import CallApprovals
 from gateway.catalog import Catalog
 from gateway.console.pages import PAGE_ROUTES
 from gateway.console.routes import STATIC_DIR
@@ -96,6 +98,9 @@ class Services:
     policies_dir: Path | None
     # A shadow policy with these counts (as if it had been sampling); None: none configured.
     shadow_counts: ShadowCounts | None = None
+    # The gateway's parked calls (its state_dir's store, shared across processes as
+    # between replicas); None: call approvals not served.
+    call_approvals_db: Path | None = None
 
 
 def build_app(services: Services, own_dir: Path) -> Starlette:
@@ -113,12 +118,18 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
             base_url="http://runner",
             transport=httpx.AsyncHTTPTransport(uds=str(services.runner_uds or "/nonexistent")),
         )
+        call_store = None
+        call_approvals = None
+        if services.call_approvals_db is not None:
+            call_store = CallApprovalStore(services.call_approvals_db)
+            call_approvals = CallApprovals(call_store, audit, ttl_s=300, max_pending_per_caller=100)
         shadow = None
         if services.shadow_counts is not None:
             shadow = ShadowPolicy(opa_http, sample_rate=0.25, max_wait_s=0.5, timeout_s=2.0)
             shadow.counts = services.shadow_counts
         try:
             yield {
+                "call_approvals": call_approvals,
                 "shadow": shadow,
                 "catalog": catalog,
                 "decisions": SqliteDecisionLog(services.audit_db),
@@ -127,6 +138,8 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
                 "input_schema": InputSchema.load(services.policies_dir),
             }
         finally:
+            if call_store is not None:
+                await call_store.close()
             await opa_http.aclose()
             await runner_http.aclose()
             await approvals.close()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import REPO, TEST_CALLER, RunningStack, world_traversable_tmpdir
 from console_harness import (
@@ -30,6 +31,7 @@ from console_harness import (
 )
 
 from gateway.audit import AuditStore
+from gateway.call_approval_store import FILE_NAME as CALL_APPROVALS_FILE
 from gateway.shadow import ShadowCounts
 from regate import crypto
 from regate.manifest import sign_manifest
@@ -69,6 +71,8 @@ def console(stack: RunningStack) -> Iterator[Console]:
         opa_url=stack.settings.opa.url.base_url,
         runner_uds=stack.settings.runner.url.uds,
         policies_dir=stack.settings.opa.policies_dir,
+        # The gateway's own store of parked calls: decided here, redeemed there.
+        call_approvals_db=stack.settings.gateway.state_dir / CALL_APPROVALS_FILE,
     )
     try:
         with serve_console(services) as running:
@@ -444,6 +448,108 @@ def test_tools_page_shows_the_runner_state_and_counts(
     assert f"<td>{successes}</td>" in row
 
 
-def test_approvals_page_says_when_they_are_not_available(console: Console) -> None:
+def park(stack: RunningStack, path: str, approval_id: str | None = None) -> httpx.Response:
+    """A janitor.purge call: its permission is `destructive`, so policy wants approval."""
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    if approval_id:
+        headers["Regate-Approval"] = approval_id
+    with stack.client() as client:
+        return client.post(
+            "/v1/invoke/janitor/purge", json={"arguments": {"path": path}}, headers=headers
+        )
+
+
+def test_a_parked_call_is_approved_on_the_page_then_runs_once(
+    console: Console, stack: RunningStack
+) -> None:
+    parked = park(stack, "/scratch/" + BREAKOUT)
+    assert parked.status_code == 202, parked.text
+    approval_id = parked.json()["approval_id"]
+
     html = console.get("/admin/approvals").text
-    assert "not available" in html
+    assert f'id="approval-{approval_id}"' in html
+    assert_inert(html)
+    assert BREAKOUT not in html  # the argument, escaped
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "destructive" in html  # the policy's reason for asking
+
+    action = f"/admin/approvals/{approval_id}/approve"
+    assert ("csrf_token", CSRF) in find_form(html, action)
+    decided = console.submit("/admin/approvals", action, reason="checked with the owner")
+    assert decided.status_code == 303, decided.text
+    page = console.get(decided.headers["location"]).text
+    assert f"Approved by {USERS['admin'].actor}" in page
+    assert action not in page  # decided: no form left for it
+    records = audit_bodies(console.audit_db, "call_approval")
+    mine = [r for r in records if r.get("approval_id") == approval_id]
+    assert mine
+    assert mine[-1]["actor"] == USERS["admin"].actor
+
+    before = stack.tool_counts("janitor.purge")
+    ran = park(stack, "/scratch/" + BREAKOUT, approval_id=approval_id)
+    assert ran.status_code == 200, ran.text
+    assert stack.tool_counts("janitor.purge")[0] == before[0] + 1
+    again = park(stack, "/scratch/" + BREAKOUT, approval_id=approval_id)
+    assert again.status_code == 409  # an approval runs its call once
+
+
+def test_a_denied_call_does_not_run(console: Console, stack: RunningStack) -> None:
+    approval_id = park(stack, "/scratch/deny-me").json()["approval_id"]
+    action = f"/admin/approvals/{approval_id}/deny"
+    decided = console.submit("/admin/approvals", action, reason="not during the freeze")
+    assert decided.status_code == 303
+    assert "Denied by" in console.get(decided.headers["location"]).text
+    refused = park(stack, "/scratch/deny-me", approval_id=approval_id)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "approval_denied"
+    assert "not during the freeze" in refused.text  # the caller is told why
+
+
+def test_deciding_needs_a_reason_and_a_pending_call(console: Console, stack: RunningStack) -> None:
+    approval_id = park(stack, "/scratch/reasonless").json()["approval_id"]
+    action = f"/admin/approvals/{approval_id}/approve"
+    response = console.submit("/admin/approvals", action, reason="")
+    assert response.status_code == 400
+    assert "give a reason" in response.text
+    assert action in response.text  # still pending, still decidable
+    console.submit("/admin/approvals", f"/admin/approvals/{approval_id}/deny", reason="no")
+    with console.client() as client:
+        late = client.post(
+            action,
+            content=f"csrf_token={CSRF}&reason=too+late",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert late.status_code == 409
+    assert "not pending" in late.text
+
+
+def test_viewers_see_parked_calls_but_no_forms(console: Console, stack: RunningStack) -> None:
+    approval_id = park(stack, "/scratch/viewer").json()["approval_id"]
+    html = console.get("/admin/approvals", role="viewer").text
+    assert f'id="approval-{approval_id}"' in html
+    assert f"/admin/approvals/{approval_id}/approve" not in html
+    assert "need the admin role" in html
+
+
+@pytest.mark.parametrize("status", ["all", "approved", "denied", "expired", "used"])
+def test_every_status_tab_renders(console: Console, status: str) -> None:
+    response = console.get("/admin/approvals", status=status)
+    assert response.status_code == 200
+    assert_inert(response.text)
+
+
+def test_a_bad_status_and_a_crafted_done_link(console: Console) -> None:
+    bad = console.get("/admin/approvals", status="maybe")
+    assert bad.status_code == 400
+    crafted = console.get("/admin/approvals", done=str(uuid.uuid4()))
+    assert crafted.status_code == 200
+    assert "Approved by" not in crafted.text
+
+
+def test_approvals_empty_and_not_available_states(console: Console, tmp_path: Path) -> None:
+    empty = dataclasses.replace(console.services, call_approvals_db=tmp_path / "none.sqlite3")
+    with serve_console(empty) as fresh:
+        assert "No call is waiting for approval" in fresh.get("/admin/approvals").text
+    off = dataclasses.replace(console.services, call_approvals_db=None)
+    with serve_console(off) as disabled:
+        assert "not available" in disabled.get("/admin/approvals").text
