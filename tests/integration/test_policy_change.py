@@ -165,7 +165,9 @@ def test_policy_reloads_under_traffic_without_a_failed_call(own_stack: RunningSt
     for worker in workers:
         worker.start()
     try:
-        time.sleep(0.5)  # calls are flowing before the edit
+        flowing = time.monotonic() + 30
+        while len(decision_ids) < 5 and time.monotonic() < flowing:
+            time.sleep(0.05)  # calls are flowing before the edit
         grants = json.loads((policies / "regate" / "data.json").read_text())
         grants["grants"].append(
             {"caller": "reload-probe", "agent_id": "calculator", "tools": ["add"]}
