@@ -79,6 +79,7 @@ class Console:
     browser: Browser
     shots: Path
     decision_id: str
+    approval_id: str  # a call to janitor.purge, parked until an admin approves it
     blocked: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
 
@@ -158,10 +159,10 @@ def console() -> Iterator[Console]:
     shots = Path(wanted) if wanted else Path(tempfile.mkdtemp(prefix="regate-shots-"))
     shots.mkdir(parents=True, exist_ok=True)
     with console_stack("regate-console-e2e-", auto_approve=False) as cs, sync_playwright() as pw:
-        decision_id = prepare(cs)
+        decision_id, approval_id = prepare(cs)
         browser = launch(pw)
         try:
-            yield Console(cs, browser, shots, decision_id)
+            yield Console(cs, browser, shots, decision_id, approval_id)
         finally:
             browser.close()
             if not wanted:
@@ -176,22 +177,25 @@ def launch(pw: Playwright) -> Browser:
     return browser
 
 
-def prepare(cs: ConsoleStack) -> str:
-    """What an operator would have: calculator approved and called once, an agent whose
-    tool description is hostile markup, the others pending."""
+def prepare(cs: ConsoleStack) -> tuple[str, str]:
+    """What an operator would have: calculator approved and called once; janitor approved
+    and one call to it parked for approval; an agent whose tool description is hostile
+    markup; the others pending."""
     running = cs.running
     with httpx.Client(base_url=cs.console_url, timeout=30) as client:
         headers = {"Authorization": f"Bearer {cs.admin_token}"}
-        approved = client.post("/admin/api/agents/calculator/approve", json={}, headers=headers)
-        assert approved.status_code == 200, approved.text
+        for agent in ("calculator", "janitor"):
+            approved = client.post(f"/admin/api/agents/{agent}/approve", json={}, headers=headers)
+            assert approved.status_code == 200, approved.text
     call = running.invoke("calculator", "add", {"a": 2, "b": 40})
     assert call.status_code == 200, call.text
+    parked = running.invoke("janitor", "purge", {"path": "/scratch/old"})
+    assert parked.status_code == 202, parked.text
     doc = json.loads((running.root / "agents" / "calculator" / "manifest.json").read_text())
     doc["agent_id"] = "xss"
     doc["tools"][0]["description"] = XSS_DESCRIPTION
     publish(cs, doc)
-    decision_id: str = call.json()["decision_id"]
-    return decision_id
+    return call.json()["decision_id"], parked.json()["approval_id"]
 
 
 @pytest.fixture
@@ -219,7 +223,7 @@ def test_admin_signs_in_and_sees_a_decision(console: Console, context: BrowserCo
     expect(page.locator("main")).to_contain_text(console.decision_id)
     expect(page.locator("main")).to_contain_text("test-client")
     console.shot(page, "decision")
-    for name in ("policy", "tools", "approvals"):
+    for name in ("policy", "tools"):
         page.goto(f"{console.url}/admin/{name}")
         expect(page.locator("h1")).to_be_visible()
         console.shot(page, name)
@@ -238,6 +242,34 @@ def test_admin_approves_a_pending_agent(console: Console, context: BrowserContex
     assert console.agent_state("ops") == "approved"
     approval = console.api("GET", "/admin/api/agents/ops").json()["approval"]
     assert "alice" in approval["by"]
+
+
+def test_admin_approves_a_pending_call(console: Console, context: BrowserContext) -> None:
+    page = context.new_page()
+    sign_in(console, page, ALICE, "/admin/approvals")
+    pending = page.locator(f"#approval-{console.approval_id}")
+    expect(pending).to_contain_text("janitor")
+    expect(pending).to_contain_text("/scratch/old")
+    console.shot(page, "approvals")
+    approve = pending.locator("form[action$='/approve']")
+    approve.locator("input[name=reason]").fill("cleanup ticket 42")
+    approve.get_by_role("button", name="Approve this call").click()
+    expect(page.get_by_role("status")).to_contain_text("Approved by")
+    record = console.api("GET", f"/admin/api/call-approvals/{console.approval_id}").json()
+    assert record["status"] == "approved"
+    assert "alice" in record["decided_by"]
+    # The caller retries with the approval: now the call runs.
+    with console.cs.running.client() as client:
+        retried = client.post(
+            "/v1/invoke/janitor/purge",
+            json={"arguments": {"path": "/scratch/old"}},
+            headers={
+                "Authorization": f"Bearer {console.cs.running.token()}",
+                "Regate-Approval": console.approval_id,
+            },
+        )
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["ok"] is True
 
 
 def test_manifest_markup_renders_inert(console: Console, context: BrowserContext) -> None:
