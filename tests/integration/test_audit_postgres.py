@@ -12,6 +12,7 @@ import itertools
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -465,5 +466,50 @@ def test_database_down_is_503_audit_unavailable_then_service_resumes(
 
     # PostgreSQL is back: the same gateway records and answers again, on one chain.
     assert running.invoke("calculator", "add", {"a": 1, "b": 2}).status_code == 200
+    verify = regate_audit(running, "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_postgres_stopped_during_a_burst_on_both_replicas_loses_no_answered_call(
+    server: PostgresServer, replicas: tuple[RunningStack, str]
+) -> None:
+    running, second_url = replicas
+    token = running.token()
+    completed = 0
+    progress = threading.Condition()
+
+    def call(i: int) -> tuple[int, dict[str, Any]]:
+        nonlocal completed
+        url = running.base_url if i % 2 == 0 else second_url
+        with running.client() as client:
+            response = client.post(
+                f"{url}/v1/invoke/calculator/add",
+                json={"arguments": {"a": i, "b": 1}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        with progress:
+            completed += 1
+            progress.notify_all()
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        burst = [pool.submit(call, i) for i in range(40)]
+        with progress:  # stop PostgreSQL with calls in flight on both gateways
+            assert progress.wait_for(lambda: completed >= 10, timeout=120)
+        server.stop()
+        try:
+            during = [future.result(timeout=120) for future in burst]
+        finally:
+            server.start()
+        after = list(pool.map(call, range(40, 50)))
+
+    assert {status for status, _ in during} <= {200, 503}
+    refused = [body for status, body in during if status == 503]
+    assert refused, "no call was in flight when PostgreSQL stopped"
+    assert {body["error"]["code"] for body in refused} == {"audit_unavailable"}
+    assert [status for status, _ in after] == [200] * 10
+    answered = {body["decision_id"] for status, body in during + after if status == 200}
+    rows = decision_rows(server, answered)
+    assert {d: rows.get(d) for d in answered} == {d: ["decision", "receipt"] for d in answered}
     verify = regate_audit(running, "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
