@@ -65,6 +65,8 @@ CHROMIUM_ARGS = [
     "CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
+# A loaded CI machine can take more than Playwright's default 5 s to render a page.
+expect.set_options(timeout=20_000)
 XSS_MARK = "regate-xss-probe"
 XSS_DESCRIPTION = (
     f"<script>alert('{XSS_MARK}')</script>"
@@ -105,6 +107,7 @@ class Console:
 
     def context(self) -> BrowserContext:
         context = self.browser.new_context(viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(30_000)
         context.route("**/*", self._only_loopback)
         context.on("page", self._watch)
         return context

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.responses import Response
 
-from gateway.console.auth import ConsoleUser, display_name, group_claim, role_of, safe_next
+from gateway.console.auth import (
+    Console,
+    ConsoleUser,
+    display_name,
+    group_claim,
+    role_of,
+    safe_next,
+)
+from gateway.console.oidc import OidcClient
 from regate.settings import OidcSettings
 
 SETTINGS = OidcSettings(
@@ -87,3 +98,27 @@ def test_only_admins_can_act() -> None:
 )
 def test_safe_next_never_leaves_the_console(value: str | None, expected: str) -> None:
     assert safe_next(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("console_url", "name", "secure"),
+    [
+        ("https://admin.example.com", "__Host-regate_session", True),
+        ("http://127.0.0.1:8081", "regate_session", False),
+    ],
+)
+def test_session_cookie_flags(console_url: str, name: str, secure: bool) -> None:
+    settings = dataclasses.replace(SETTINGS, console_url=console_url)
+    console = Console(settings, OidcClient(settings, "client-secret"), b"k" * 32)
+    try:
+        response = Response()
+        console.set_session_cookie(response, "value")
+        header = response.headers["set-cookie"]
+        assert header.startswith(f"{name}=value;")
+        flags = {part.strip().split("=")[0].lower() for part in header.split(";")[1:]}
+        assert {"httponly", "path", "samesite", "max-age"} <= flags
+        assert "samesite=lax" in header.lower()
+        assert ("secure" in flags) is secure
+        assert "domain" not in flags  # a __Host- cookie must not name a domain
+    finally:
+        asyncio.run(console.aclose())
