@@ -81,6 +81,16 @@ def select_records(
         raise QueryError(f"cannot read the audit store: {exc}") from exc
 
 
+def shadow_verdict(record: AuditRecord) -> str | None:
+    """`agreed`, `disagreed` or `failed` for a decision the shadow policy saw
+    (gateway/shadow.py), None for any other record."""
+    shadow = record.body.get("shadow") if record.kind == "decision" else None
+    if not isinstance(shadow, dict):
+        return None
+    agrees = shadow.get("agrees")
+    return "failed" if agrees is None else "agreed" if agrees else "disagreed"
+
+
 def export_line(record: AuditRecord) -> dict[str, Any]:
     """One record as `regate audit export` writes it: everything its hash covers, so
     a reader can recompute the chain from the export alone."""

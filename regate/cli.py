@@ -174,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="only this kind: decision, receipt, manifest, admin (repeatable)",
     )
+    export.add_argument(
+        "--shadow",
+        choices=["agreed", "disagreed", "failed"],
+        help="only decisions where the shadow policy agreed, disagreed, or had no answer",
+    )
     export.add_argument("--out", type=Path, help="default: stdout")
     export.set_defaults(handler=cmd_audit_export)
     tail = with_config(audit.add_parser("tail", help="print the newest records as JSON lines"))
@@ -553,11 +558,13 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from regate.audit_query import QueryError, export_line, parse_since
+    from regate.audit_query import QueryError, export_line, parse_since, shadow_verdict
 
     try:
         since = parse_since(args.since) if args.since else None
         records = _audit_source(args).select(since=since, kinds=args.kind)
+        if args.shadow:
+            records = (r for r in records if shadow_verdict(r) == args.shadow)
         out = args.out.open("w") if args.out else sys.stdout
         try:
             count = 0

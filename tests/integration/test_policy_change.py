@@ -93,6 +93,16 @@ def test_shadow_disagreement_is_recorded_logged_and_counted(shadowed: RunningSta
     assert [r["code"] for r in record["shadow"]["reasons"]] == ["rate_limited"]
     assert record["shadow"]["policy_revision"] == record["policy"]["policy_revision"]
 
+    exported = subprocess.run(
+        [sys.executable, "-m", "regate", "audit", "export", "--config", str(shadowed.config),
+         "--since", "30m", "--shadow", "disagreed"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert record["decision_id"] in {line["decision_id"] for line in lines}
+    assert {line["body"]["shadow"]["agrees"] for line in lines} == {False}
+
     after = admin_get(shadowed, "/admin/api/shadow")
     assert after["enabled"] is True
     assert after["sample_rate"] == 1.0

@@ -17,9 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.audit import AuditRecord
 from gateway.errors import PolicyUnavailable
 from gateway.policy import Decision, Reason
 from gateway.shadow import SHADOW_PATH, ShadowPolicy
+from regate.audit_query import shadow_verdict
 
 INPUT = {"caller": {"sub": "alice"}, "target": {"agent_id": "calc"}, "tool": {"name": "add"}}
 ALLOW = Decision("allow", (Reason("granted", "ok"),), {}, "rev-1")
@@ -181,3 +183,18 @@ def test_only_the_sample_asks_the_shadow(rate: float, draw: float, asked: bool) 
     record = asyncio.run(go())
     assert (record is not None) is asked
     assert bool(seen) is asked
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "verdict"),
+    [
+        ("decision", {"shadow": {"outcome": "allow", "agrees": True}}, "agreed"),
+        ("decision", {"shadow": {"outcome": "deny", "agrees": False}}, "disagreed"),
+        ("decision", {"shadow": {"error": "late", "agrees": None}}, "failed"),
+        ("decision", {"outcome": "allow"}, None),  # not sampled
+        ("receipt", {"shadow": {"agrees": False}}, None),
+    ],
+)
+def test_export_filter_verdicts(kind: str, body: dict[str, Any], verdict: str | None) -> None:
+    record = AuditRecord(1, kind, "d-1", "2026-11-22T00:00:00+00:00", body, "0" * 64, "1" * 64)
+    assert shadow_verdict(record) == verdict
