@@ -5,6 +5,11 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import (
+    CallApprovalDenied,
+    CallApprovalMismatch,
+    CallApprovalUndecided,
+    CallApprovalUsed,
+    CallParked,
     InvalidArguments,
     PolicyDenied,
     PolicyUnavailable,
@@ -13,7 +18,7 @@ from gateway.errors import (
 )
 from gateway.mcp_errors import APPROVAL_PENDING, DENIED, RATE_LIMITED, rpc_code, rpc_error
 from gateway.mcp_jsonrpc import INTERNAL_ERROR, INVALID_PARAMS
-from gateway.mcp_tools import call_result, split_name
+from gateway.mcp_tools import call_result, parked_result, split_name
 from regate.errors import BadRequest, RegateError
 
 
@@ -54,6 +59,10 @@ class RateLimited(RegateError):
         (PolicyDenied("no", reasons=[]), DENIED),
         (PolicyDenied("wait", reasons=[], approval_required=True), APPROVAL_PENDING),
         (RateLimited("slow down"), RATE_LIMITED),
+        (CallApprovalUndecided("not yet"), APPROVAL_PENDING),
+        (CallApprovalDenied("no"), DENIED),
+        (CallApprovalMismatch("other arguments"), DENIED),
+        (CallApprovalUsed("once"), INVALID_PARAMS),
         (InvalidArguments("bad", path="/a"), INVALID_PARAMS),
         (ToolNotFound("none"), INVALID_PARAMS),
         (BadRequest("bad"), INVALID_PARAMS),
@@ -85,3 +94,28 @@ def test_error_data_carries_the_regate_code_and_details() -> None:
 )
 def test_names_split_on_the_first_dot(name: str, parts: tuple[str, str]) -> None:
     assert split_name(name) == parts
+
+
+def test_a_parked_call_is_a_tool_error_carrying_its_approval() -> None:
+    parked = CallParked(
+        "policy requires an admin's approval for this call; it waits as approval a-1",
+        approval_id="a-1",
+        status="pending",
+        expires_at="2026-11-22T19:00:00.000000+00:00",
+        reasons=[{"code": "approval_required", "message": "destructive"}],
+        decision_id="d-1",
+    )
+
+    result = parked_result(parked)
+
+    assert result["isError"] is True
+    assert "a-1" in result["content"][0]["text"]
+    assert result["structuredContent"] == {
+        "approval": {
+            "approval_id": "a-1",
+            "status": "pending",
+            "expires_at": "2026-11-22T19:00:00.000000+00:00",
+            "reasons": [{"code": "approval_required", "message": "destructive"}],
+        }
+    }
+    assert result["_meta"] == {"regate.dev/decision_id": "d-1", "regate.dev/approval_id": "a-1"}
