@@ -38,6 +38,8 @@ from regate.errors import RegateError
 from regate.grants import issue_grant
 from regate.manifest import ToolSpec
 
+MAX_RATE_COST = 10_000  # one call never weighs more than this many units
+
 
 @dataclass(frozen=True)
 class Call:
@@ -183,6 +185,9 @@ class Pipeline:
                 )
                 with trail.stage("approval"):
                     await self.park_or_redeem(trail, binding, approval_id)
+            # It will run: it uses its rate cost (one unit was counted when it came in).
+            extra = rate_cost(decision.obligations) - 1
+            self.usage.charge(caller.sub, agent.agent_id, tool.name, extra)
         except RegateError as exc:
             await self._refused(trail, exc)
             raise
@@ -331,6 +336,15 @@ def tightened(
             if name in result and isinstance(value, int | float) and not isinstance(value, bool):
                 result[name] = min(result[name], value)
     return result
+
+
+def rate_cost(obligations: Mapping[str, Any]) -> int:
+    """The units of the rate limits a call uses: policy's `obligations.rate_cost`, a
+    whole number from 1 to `MAX_RATE_COST`; anything else counts as 1 (ignored)."""
+    cost = obligations.get("rate_cost")
+    if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= MAX_RATE_COST:
+        return 1
+    return cost
 
 
 def receipt(

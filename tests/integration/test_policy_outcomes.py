@@ -106,3 +106,22 @@ def test_a_limit_per_caller_and_tool(stack: RunningStack) -> None:
     assert add.status_code == 200, add.text
     (allowed,) = [r for r in stack.audit_rows(add.json()["decision_id"]) if r["kind"] == "decision"]
     assert allowed["input"]["usage"] == {"calls_last_minute": 3, "tool_calls_last_minute": 0}
+
+
+def test_a_costly_tool_uses_more_of_the_limit(stack: RunningStack) -> None:
+    # test-costly may use 10 units a minute; janitor.sweep costs 4 (rate_limits/data.json).
+    token = stack.token("test-costly")
+
+    def sweep() -> httpx.Response:
+        return stack.invoke("janitor", "sweep", {"path": "/scratch"}, token=token)
+
+    ran = [sweep() for _ in range(3)]  # 0, 4 and 8 units used before each: under 10
+
+    assert [r.status_code for r in ran] == [200, 200, 200], [r.text for r in ran]
+    first = [r for r in stack.audit_rows(ran[0].json()["decision_id"]) if r["kind"] == "decision"]
+    assert first[0]["policy"]["obligations"] == {"rate_cost": 4}
+    fourth = sweep()
+    assert fourth.status_code == 429, fourth.text
+    error = fourth.json()["error"]
+    (record,) = [r for r in stack.audit_rows(error["decision_id"]) if r["kind"] == "decision"]
+    assert record["input"]["usage"] == {"calls_last_minute": 12, "tool_calls_last_minute": 12}

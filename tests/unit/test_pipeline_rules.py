@@ -9,7 +9,7 @@ import pytest
 
 from gateway.arguments import extract_arguments, validate_arguments
 from gateway.errors import InvalidArguments, PolicyDenied
-from gateway.pipeline import enforce, tightened
+from gateway.pipeline import MAX_RATE_COST, enforce, rate_cost, tightened
 from gateway.policy import Decision, Outcome, Reason
 from gateway.usage import SWEEP_EVERY, WINDOW_S, Usage, UsageCounter
 from regate.errors import BadRequest
@@ -223,3 +223,39 @@ def test_usage_window_slides() -> None:
     assert at(WINDOW_S) == 2  # the call at 0 is exactly a window old: out
     assert at(WINDOW_S + 30) == 2  # the call at 30 is out; 59.5 and 60 are in
     assert at(3 * WINDOW_S) == 0  # all fell out
+
+
+def test_a_charge_adds_units_to_both_counts() -> None:
+    usage = UsageCounter(clock=FakeClock())
+    usage.record("alice", "calc", "add")
+    usage.charge("alice", "calc", "add", 3)  # a call costing 4
+    usage.charge("alice", "calc", "add", 0)  # costing 1: nothing more
+    assert usage.record("alice", "calc", "add") == Usage(4, 4)
+    assert usage.record("alice", "calc", "stats") == Usage(5, 0)
+
+
+def test_charged_units_leave_the_window_with_their_call() -> None:
+    clock = FakeClock()
+    usage = UsageCounter(clock=clock)
+    usage.record("alice", "calc", "add")
+    usage.charge("alice", "calc", "add", 9)
+    clock.now += WINDOW_S
+    assert usage.record("alice", "calc", "add") == Usage(0, 0)
+
+
+@pytest.mark.parametrize(
+    ("obligations", "cost"),
+    [
+        pytest.param({}, 1, id="none"),
+        pytest.param({"rate_cost": 4}, 4, id="four"),
+        pytest.param({"rate_cost": MAX_RATE_COST}, MAX_RATE_COST, id="the-most"),
+        pytest.param({"rate_cost": MAX_RATE_COST + 1}, 1, id="too-many-ignored"),
+        pytest.param({"rate_cost": 0}, 1, id="zero-ignored"),
+        pytest.param({"rate_cost": -3}, 1, id="negative-ignored"),
+        pytest.param({"rate_cost": 2.5}, 1, id="fraction-ignored"),
+        pytest.param({"rate_cost": "4"}, 1, id="string-ignored"),
+        pytest.param({"rate_cost": True}, 1, id="boolean-ignored"),
+    ],
+)
+def test_rate_cost_from_obligations(obligations: dict[str, Any], cost: int) -> None:
+    assert rate_cost(obligations) == cost

@@ -5,12 +5,13 @@
 # gateway applies the minimum of these and the manifest's). "redact": names
 # of arguments the gateway masks in the decision log (data.regate.redact).
 # "retry_after_s": on a rate_limited deny, the seconds the gateway puts in
-# Retry-After.
+# Retry-After. "rate_cost": how many units of the caller's rate limits the
+# call uses (data.regate.rate_limits.costs; present only when not 1).
 #
 # Package annotations (title, input schema) are in authz.rego.
 package regate.authz
 
-_obligations := object.union(_limits_obligation, _redact_obligation)
+_obligations := object.union(object.union(_limits_obligation, _redact_obligation), _cost_obligation)
 
 _deny_obligations := object.union(_redact_obligation, _retry_obligation)
 
@@ -21,6 +22,10 @@ _limits_obligation := {"limits": _limits} if count(_limits) > 0
 default _redact_obligation := {}
 
 _redact_obligation := {"redact": sort(_redacted)} if count(_redacted) > 0
+
+default _cost_obligation := {}
+
+_cost_obligation := {"rate_cost": _rate_cost} if _rate_cost != 1
 
 default _retry_obligation := {}
 

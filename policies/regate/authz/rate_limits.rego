@@ -14,6 +14,12 @@
 # limit, counted per tool. input.usage.tool_calls_last_minute counts the
 # caller's calls to this tool of this agent in the 60 s before this one.
 #
+# Costs: "costs" (agent -> tool or "*" -> n) makes a call of that tool use n
+# units of both limits instead of 1 (an expensive tool, a budget); the most
+# specific entry applies. The gateway charges the extra units once policy
+# has answered allow or require_approval (obligations.rate_cost), so the
+# counts above are units, not calls.
+#
 # Package annotations (title, input schema) are in authz.rego.
 package regate.authz
 
@@ -65,3 +71,8 @@ _tool_per_minute := array.concat(
 	[n | some [agent, tool] in _tool_scopes; n := data.regate.rate_limits.callers[_caller].tools[agent][tool].per_minute],
 	[n | some [agent, tool] in _tool_scopes; n := data.regate.rate_limits.tools[agent][tool].per_minute],
 )[0]
+
+# The call's rate cost: the most specific of data.regate.rate_limits.costs, else 1.
+default _rate_cost := 1
+
+_rate_cost := [n | some [agent, tool] in _tool_scopes; n := data.regate.rate_limits.costs[agent][tool]][0]

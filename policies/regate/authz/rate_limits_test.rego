@@ -181,3 +181,54 @@ test_shipped_tool_rate_limits_well_formed[note] if {
 		}
 	}
 }
+
+# Rate costs: an obligation on allow and require_approval, the most specific entry.
+_costs := {"costs": {"reports": {"build": 10, "*": 3}, "*": {"*": 2}, "cheap": {"*": 1}}}
+
+test_rate_costs[note] if {
+	some note, [doc, outcome, obligations] in {
+		"this tool": [_input("alice", "reports", "build"), "allow", {"rate_cost": 10}],
+		"every tool of the agent": [_input("alice", "reports", "list"), "allow", {"rate_cost": 3}],
+		"every tool of every agent": [_input("alice", "calculator", "add"), "allow", {"rate_cost": 2}],
+		"a cost of 1 is no obligation": [_input("alice", "cheap", "x"), "allow", {}],
+		"with approval too": [_input("alice", "vault", "open"), "require_approval", {"rate_cost": 2}],
+		"not on a deny": [_input("mallory", "reports", "build"), "deny", {}],
+	}
+	d := authz.decision with input as doc
+		with data.regate.grants as _grants_for(["alice"], ["reports", "calculator", "cheap", "vault"])
+		with data.regate.risk as {"levels": ["destructive"], "approval_levels": ["destructive"], "tools": {"vault": {"*": "destructive"}}}
+		with data.regate.arguments as {}
+		with data.regate.rate_limits as _costs
+		with data.regate.limits as {}
+		with data.regate.redact as {}
+	_well_formed(d)
+	d.outcome == outcome
+	d.obligations == obligations
+}
+
+# Without costs every call costs 1, and no obligation says so.
+test_rate_costs_none if {
+	d := authz.decision with input as _input("alice", "reports", "build")
+		with data.regate.grants as [{"caller": "alice", "agent_id": "reports", "tools": ["*"]}]
+		with data.regate.rate_limits as {}
+		with data.regate.limits as {}
+		with data.regate.redact as {}
+	d.obligations == {}
+}
+
+test_shipped_rate_costs[note] if {
+	some note, [doc, obligations] in {
+		"test-costly, janitor.sweep": [_input("test-costly", "janitor", "sweep"), {"rate_cost": 4}],
+		"test-client, calculator.add": [_input("test-client", "calculator", "add"), {}],
+	}
+	d := authz.decision with input as doc
+	d.obligations == obligations
+}
+
+test_shipped_rate_costs_well_formed[note] if {
+	some agent, tools in object.get(data.regate.rate_limits, "costs", {})
+	some tool, cost in tools
+	note := sprintf("%s/%s", [agent, tool])
+	is_number(cost)
+	cost >= 1
+}
