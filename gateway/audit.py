@@ -388,7 +388,8 @@ class ChainWalk:
         )
         if recomputed != record.hash:
             return record.seq, "its content does not match its hash"
-        if record.kind == "decision":
+        if record.kind == "decision" and record.body.get("outcome") == "allow":
+            # Only an allowed call runs, so only its decision can have a receipt.
             self._decisions[record.hash] = record.decision_id
         elif record.kind == "receipt":
             problem = self._receipt_problem(record)
@@ -407,8 +408,8 @@ class ChainWalk:
         decision_id = self._decisions.pop(named, None)
         if decision_id is None:
             return (
-                f"this receipt's decision record ({named[:12]}...) is not earlier in the log,"
-                " or already has a receipt"
+                f"this receipt's decision record ({named[:12]}...) is not an allowed"
+                " decision earlier in the log, or already has a receipt"
             )
         if decision_id != record.decision_id:
             return f"this receipt names the decision record of {decision_id}, not its own"

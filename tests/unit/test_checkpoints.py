@@ -288,7 +288,7 @@ def test_receipts_that_name_their_decision_verify(
         ),
         pytest.param(
             lambda conn: {**receipt_of(conn, 1), "decision_hash": "f" * 64},
-            "is not earlier in the log",
+            "is not an allowed",
             id="unknown-decision",
         ),
         pytest.param(
@@ -302,7 +302,8 @@ def test_receipts_that_do_not_name_their_decision_fail(
     tmp_path: Path, key: crypto.Jwk, keys: crypto.KeySet, receipt: Any, problem: str
 ) -> None:
     path = tmp_path / "audit.sqlite3"
-    write(path, key, [("decision", "d-1", {}), ("decision", "d-2", {})])
+    allowed = {"outcome": "allow"}
+    write(path, key, [("decision", "d-1", allowed), ("decision", "d-2", allowed)])
     conn = sqlite3.connect(path)
     try:
         body = receipt(conn)
@@ -320,7 +321,7 @@ def test_a_second_receipt_for_one_decision_fails(
     tmp_path: Path, key: crypto.Jwk, keys: crypto.KeySet
 ) -> None:
     path = tmp_path / "audit.sqlite3"
-    write(path, key, [("decision", "d-1", {})])
+    write(path, key, [("decision", "d-1", {"outcome": "allow"})])
     conn = sqlite3.connect(path)
     try:
         body = receipt_of(conn, 1)
@@ -332,6 +333,26 @@ def test_a_second_receipt_for_one_decision_fails(
 
     assert (report.ok, report.first_bad_seq) == (False, 3)
     assert "already has a receipt" in report.problem
+
+
+def test_a_receipt_for_a_denied_decision_fails(
+    tmp_path: Path, key: crypto.Jwk, keys: crypto.KeySet
+) -> None:
+    """A denied call never runs, so a receipt naming its decision means something ran
+    without an allow (and verify keeps no state for denials)."""
+    path = tmp_path / "audit.sqlite3"
+    write(path, key, [("decision", "d-1", {"outcome": "deny"})])
+    conn = sqlite3.connect(path)
+    try:
+        body = receipt_of(conn, 1)
+    finally:
+        conn.close()
+    write(path, key, [("receipt", "d-1", body)])
+
+    report = verify_chain(path, keys)
+
+    assert (report.ok, report.first_bad_seq) == (False, 2)
+    assert "is not an allowed" in report.problem
 
 
 # --- the command ---------------------------------------------------------------
