@@ -166,6 +166,10 @@ def connect(settings: AuditSettings, *, read_only: bool = False) -> psycopg.Conn
         if durability is not None and durability[0] == "off":
             conn.execute("SET synchronous_commit = on")  # acknowledged means durable
         conn.commit()
+        # Each statement's own snapshot, whatever the database's default: the head is
+        # read after the append lock is granted, so it is the one the last holder
+        # committed (a transaction snapshot could predate the lock).
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
         conn.read_only = read_only
     except BaseException:
         conn.close()

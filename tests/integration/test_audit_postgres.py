@@ -113,12 +113,24 @@ def test_appends_round_trip_and_a_reopened_store_continues(audit: AuditSettings)
     ]
 
 
+@pytest.mark.parametrize(
+    "isolation",
+    [
+        pytest.param("read committed", id="server-default"),
+        # A database whose default isolation would take the snapshot before the lock
+        # is granted: the writer must still see the head the other replica committed.
+        pytest.param("repeatable read", id="database-default-repeatable-read"),
+    ],
+)
 def test_two_replicas_append_concurrently_into_one_chain(
-    server: PostgresServer, audit: AuditSettings
+    server: PostgresServer, audit: AuditSettings, isolation: str
 ) -> None:
     # Two stores, each with its own writer thread and connection, as two gateway
     # replicas have. A third session holds the append lock until both wait on it,
     # so their transactions really do contend, and the lock is what orders them.
+    with server.superuser() as conn:
+        conn.execute(f"ALTER DATABASE regate SET default_transaction_isolation = '{isolation}'")
+
     async def burst() -> tuple[list[AuditRecord], list[int]]:
         replicas = [AuditStore(PostgresChain(audit), max_batch=10) for _ in range(2)]
         try:
