@@ -141,6 +141,8 @@ class RunnerSettings:
     max_output_kb: int = 1024
     max_pids: int = 64
     max_concurrent: int = 4
+    # Pre-started sandboxes kept per tool, each used for one call (0: start per call).
+    pool_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,7 @@ def parse_settings(raw: Mapping[str, Any], base: Path, source: Path) -> Settings
         max_output_kb=_int(rn, "runner.max_output_kb", 1024, low=1, high=1 << 20),
         max_pids=_int(rn, "runner.max_pids", 64, low=1, high=4096),
         max_concurrent=_int(rn, "runner.max_concurrent", 4, low=1, high=256),
+        pool_size=_int(rn, "runner.pool_size", 0, low=0, high=16),
     )
 
     mf = _table(raw, "manifests")

@@ -30,14 +30,17 @@ from regate.settings import ManifestSettings, RunnerSettings
 from sandbox_runner import cgroups
 from sandbox_runner.limits import Limits
 from sandbox_runner.nsjail import find_nsjail
+from sandbox_runner.outcome import RunOutcome
+from sandbox_runner.pool import PoolKey, SandboxPool
 from sandbox_runner.redact import redact
 from sandbox_runner.registry import ToolHealth, ToolRegistry, build_registry, make_work_dir
 from sandbox_runner.replay import ReplayGuard
-from sandbox_runner.sandbox import Sandbox, run_tool
+from sandbox_runner.sandbox import Sandbox, Started, finish, run_tool, start
 
 log = structlog.get_logger("regate.runner")
 MAX_BODY_BYTES = 1024 * 1024
 MAX_GRANT_LIFETIME_S = 300
+POOLED_TOOLS = 16  # tools kept warm at once when the pool is on
 
 
 class GrantRequired(RegateError):
@@ -69,6 +72,7 @@ class RunnerState:
     ceiling: Limits
     replay: ReplayGuard
     slots: asyncio.Semaphore
+    pool: SandboxPool | None = None
 
 
 def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlette:
@@ -93,7 +97,7 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
                 settings.sandbox_uid,
                 settings.sandbox_gid,
                 cgroups=cgroups.detect(),
-                nproc_budget=settings.max_concurrent * (settings.max_pids + 8),
+                nproc_budget=nproc_budget(settings),
                 backend=settings.backend,
             ),
             ceiling=ceiling,
@@ -104,6 +108,8 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
             state.sandbox.resolve()
         except RegateError as exc:
             log.error("sandbox_unavailable", message=exc.message)  # keep serving health
+        else:
+            state.pool = make_pool(settings, state.sandbox)
         log.info(
             "runner_started",
             listen=str(settings.listen),
@@ -113,6 +119,8 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
         try:
             yield {"runner": state}
         finally:
+            if state.pool is not None:
+                await state.pool.close()
             if settings.work_dir is None:
                 shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -129,6 +137,30 @@ def create_app(settings: RunnerSettings, manifests: ManifestSettings) -> Starlet
         ),
         lifespan=lifespan,
     )
+
+
+def nproc_budget(settings: RunnerSettings) -> int:
+    """RLIMIT_NPROC for the sandbox uid: room for every call at once, and for every
+    sandbox waiting in the pool (each may be a tool's whole process tree)."""
+    sandboxes = settings.max_concurrent + settings.pool_size * POOLED_TOOLS
+    return sandboxes * (settings.max_pids + 8)
+
+
+def make_pool(settings: RunnerSettings, sandbox: Sandbox) -> SandboxPool | None:
+    if settings.pool_size == 0:
+        return None
+    if settings.backend != "bwrap":
+        # nsjail's own --time_limit runs from its start, not from the call's.
+        log.warning("sandbox_pool_off", reason="only the bwrap backend is pooled")
+        return None
+
+    async def start_for(key: PoolKey) -> Started:
+        return await start(sandbox, key.tool_dir, key.entrypoint, key.limits)
+
+    pool = SandboxPool(start_for, settings.pool_size, max_tools=POOLED_TOOLS)
+    pool.open()
+    log.info("sandbox_pool", size=settings.pool_size, max_tools=POOLED_TOOLS)
+    return pool
 
 
 def sandbox_binary(settings: RunnerSettings, work_dir: Path) -> str:
@@ -163,14 +195,9 @@ async def run(request: Request) -> Response:
         raise GrantRejected(f"the grant's limits are unusable: {exc}") from exc
 
     started = time.perf_counter()
+    key = PoolKey(state.registry.agent_dir(grant.agent_id), tuple(tool.spec.entrypoint), limits)
     async with state.slots:
-        outcome = await run_tool(
-            state.sandbox,
-            state.registry.agent_dir(grant.agent_id),
-            tool.spec.entrypoint,
-            arguments,
-            limits,
-        )
+        outcome = await run_in_sandbox(state, key, arguments)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     state.registry.record(tool, outcome.ok, outcome.error, duration_ms)
     if outcome.ok:
@@ -186,6 +213,21 @@ async def run(request: Request) -> Response:
         metrics=outcome.metrics,
     )
     return JSONResponse(outcome.as_json())
+
+
+async def run_in_sandbox(state: RunnerState, key: PoolKey, arguments: dict[str, Any]) -> RunOutcome:
+    """A pre-started sandbox from the pool when one with these limits waits, else a
+    fresh one; either way it serves this call alone and is destroyed after it."""
+    if state.pool is None:
+        return await run_tool(state.sandbox, key.tool_dir, key.entrypoint, arguments, key.limits)
+    with state.pool.call():
+        started = state.pool.take(key)
+        pooled = started is not None
+        if started is None:
+            started = await start(state.sandbox, key.tool_dir, key.entrypoint, key.limits)
+        outcome = await finish(state.sandbox, started, arguments)
+    outcome.metrics["pooled"] = pooled
+    return outcome
 
 
 def _grant(request: Request, state: RunnerState) -> Grant:
@@ -219,6 +261,7 @@ async def list_tools(request: Request) -> Response:
     return JSONResponse(
         {
             "sandbox": state.sandbox.describe(),
+            "pool": state.pool.describe() if state.pool is not None else None,
             "summary": state.registry.summary(),
             "tools": [t.as_json() for t in state.registry.tools.values()],
         }

@@ -120,6 +120,27 @@ def _child_setup(
     return setup
 
 
+@dataclass
+class Started:
+    """A sandbox started for one call, waiting for that call's arguments on stdin.
+
+    Everything of it (process tree, cgroups, bwrap's info pipe) belongs to exactly
+    one call: `finish` delivers the arguments and tears it all down, `discard`
+    tears it down unused. Nothing is ever handed to a second call.
+    """
+
+    proc: asyncio.subprocess.Process
+    cgroup: CallCgroup | None
+    info_fd: int  # bwrap's --info-fd (read end): who the sandbox's pid 1 is
+    limits: Limits
+    started_at: float  # perf_counter at start; reset when a pooled one is taken
+    init_pid: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+
 async def run_tool(
     sandbox: Sandbox,
     tool_dir: Path,
@@ -127,6 +148,15 @@ async def run_tool(
     arguments: Mapping[str, Any],
     limits: Limits,
 ) -> RunOutcome:
+    """Start a fresh sandbox for this call, run it, and tear it down."""
+    return await finish(sandbox, await start(sandbox, tool_dir, entrypoint, limits), arguments)
+
+
+async def start(
+    sandbox: Sandbox, tool_dir: Path, entrypoint: Sequence[str], limits: Limits
+) -> Started:
+    """Start the tool in a new sandbox (cgroups, rlimits, uid drop, seccomp), its
+    stdin still open: the call's timeout starts when `finish` delivers the arguments."""
     binary = sandbox.resolve()
     cgroup = None
     if sandbox.cgroups is not None:
@@ -134,13 +164,61 @@ async def run_tool(
         memory_mb = limits.memory_mb + TMPFS_MB + 16
         cgroup = CallCgroup.create(sandbox.cgroups, memory_mb, limits.pids + SANDBOX_OVERHEAD_PIDS)
     try:
-        return await _run(sandbox, binary, cgroup, tool_dir, entrypoint, arguments, limits)
-    finally:
+        return await _spawn(sandbox, binary, cgroup, tool_dir, entrypoint, limits)
+    except BaseException:
         if cgroup is not None:
-            # Nothing of the call survives its answer; removing the emptied groups
-            # (which the kernel may refuse for some ms while it uncharges) can wait.
             cgroup.kill_all()
             _in_background(cgroup.remove)
+        raise
+
+
+async def finish(sandbox: Sandbox, started: Started, arguments: Mapping[str, Any]) -> RunOutcome:
+    """Deliver the arguments, supervise the run under its limits, classify it, and
+    end every process of the sandbox."""
+    try:
+        seen = await _supervise(started, arguments, started.limits)
+        metrics = {
+            "wall_ms": round((time.perf_counter() - started.started_at) * 1000, 3),
+            "exit_code": seen.returncode,
+            "stdout_bytes": len(seen.stdout),
+            "stderr_bytes": seen.stderr_total,
+            "stderr_truncated": seen.stderr_total > len(seen.stderr),
+            "sandbox": sandbox.backend,
+        }
+        cgroup = started.cgroup
+        if cgroup is not None:
+            seen = replace(
+                seen,
+                memory_hit=cgroup.memory_hit(),
+                pids_hit=cgroup.pids_hit(),
+                cpu_s=cgroup.cpu_seconds(),
+            )
+            if seen.cpu_s is not None:
+                metrics["cpu_ms"] = round(seen.cpu_s * 1000, 1)
+        return classify(started.limits, seen, metrics)
+    finally:
+        _tear_down(started)
+
+
+async def discard(started: Started) -> None:
+    """End a started sandbox that will serve no call (pool shutdown, a dead one)."""
+    _kill(started)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(KILL_GRACE_S):
+                await started.proc.communicate()  # drains the pipes and reaps it
+    finally:
+        _tear_down(started)
+
+
+def _tear_down(started: Started) -> None:
+    with contextlib.suppress(OSError):
+        os.close(started.info_fd)
+    if started.cgroup is not None:
+        # Nothing of the call survives its answer; removing the emptied groups
+        # (which the kernel may refuse for some ms while it uncharges) can wait.
+        started.cgroup.kill_all()
+        _in_background(started.cgroup.remove)
 
 
 _background: set[asyncio.Future[None]] = set()
@@ -152,15 +230,14 @@ def _in_background(work: Callable[[], None]) -> None:
     future.add_done_callback(_background.discard)
 
 
-async def _run(
+async def _spawn(
     sandbox: Sandbox,
     binary: str,
     cgroup: CallCgroup | None,
     tool_dir: Path,
     entrypoint: Sequence[str],
-    arguments: Mapping[str, Any],
     limits: Limits,
-) -> RunOutcome:
+) -> Started:
     seccomp_fd = seccomp.filter_fd()
     info_read, info_write = os.pipe()
     os.set_blocking(info_read, False)
@@ -186,54 +263,31 @@ async def _run(
     finally:
         os.close(seccomp_fd)
         os.close(info_write)
-    try:
-        seen = await _supervise(proc, info_read, arguments, limits)
-    finally:
-        os.close(info_read)
-    metrics = {
-        "wall_ms": round((time.perf_counter() - started) * 1000, 3),
-        "exit_code": seen.returncode,
-        "stdout_bytes": len(seen.stdout),
-        "stderr_bytes": seen.stderr_total,
-        "stderr_truncated": seen.stderr_total > len(seen.stderr),
-        "sandbox": sandbox.backend,
-    }
-    if cgroup is not None:
-        seen = replace(
-            seen,
-            memory_hit=cgroup.memory_hit(),
-            pids_hit=cgroup.pids_hit(),
-            cpu_s=cgroup.cpu_seconds(),
-        )
-        if seen.cpu_s is not None:
-            metrics["cpu_ms"] = round(seen.cpu_s * 1000, 1)
-    return classify(limits, seen, metrics)
+    return Started(proc, cgroup, info_read, limits, started)
 
 
-async def _supervise(
-    proc: asyncio.subprocess.Process,
-    info_fd: int,
-    arguments: Mapping[str, Any],
-    limits: Limits,
-) -> Observed:
+def _kill(started: Started) -> None:
+    """Kill the sandbox's pid 1: the kernel then kills every process in its pid
+    namespace (double-forked, setsid-ed, all) and bwrap exits on its own. With
+    nsjail (no info fd), or if bwrap has not said who that is yet, kill the sandbox
+    program's process group: its child gets SIGKILL as parent-death signal, and is
+    that namespace's pid 1."""
+    started.init_pid = started.init_pid or _sandbox_init_pid(started.info_fd)
+    with contextlib.suppress(ProcessLookupError):
+        if started.init_pid is not None:
+            os.kill(started.init_pid, signal.SIGKILL)
+        else:
+            os.killpg(started.proc.pid, signal.SIGKILL)
+
+
+async def _supervise(started: Started, arguments: Mapping[str, Any], limits: Limits) -> Observed:
+    proc = started.proc
     output_cap = limits.output_kb * 1024
     over_cap = False
     stderr_total = 0
-    init_pid: int | None = None
 
     def kill() -> None:
-        # Kill the sandbox's pid 1: the kernel then kills every process in its pid
-        # namespace (double-forked, setsid-ed, all) and bwrap exits on its own. With
-        # nsjail (no info fd), or if bwrap has not said who that is yet, kill the
-        # sandbox program's process group: its child gets SIGKILL as parent-death
-        # signal, and is that namespace's pid 1.
-        nonlocal init_pid
-        init_pid = init_pid or _sandbox_init_pid(info_fd)
-        with contextlib.suppress(ProcessLookupError):
-            if init_pid is not None:
-                os.kill(init_pid, signal.SIGKILL)
-            else:
-                os.killpg(proc.pid, signal.SIGKILL)
+        _kill(started)
 
     async def feed() -> None:
         assert proc.stdin is not None

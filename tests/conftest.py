@@ -66,6 +66,7 @@ backend = "{backend}"
 url = "unix:state/run/runner.sock"
 listen = "unix:state/run/runner.sock"
 agents_dir = "agents"
+{runner_config}
 
 [manifests]
 dir = "state/manifests"
@@ -149,12 +150,13 @@ def build_stack_files(
     gateway_config: str = "",
     opa_config: str = "",
     auto_approve: bool = True,
+    runner_config: str = "",
 ) -> Path:
     """Config, agents (examples + test agents + two bad ones), keys and signed manifests.
 
     `extra_config` is appended (new sections); `gateway_config` goes into [gateway],
-    `opa_config` into [opa]; `policies` is the bundle OPA loads (default: the
-    repository's policies/)."""
+    `opa_config` into [opa], `runner_config` into [runner]; `policies` is the bundle
+    OPA loads (default: the repository's policies/)."""
     agents = root / "agents"
     shutil.copytree(REPO / "examples" / "agents", agents)
     shutil.copytree(REPO / "tests" / "fixtures" / "agents", agents, dirs_exist_ok=True)
@@ -177,6 +179,7 @@ def build_stack_files(
             gateway_config=gateway_config,
             opa_config=opa_config,
             auto_approve="true" if auto_approve else "false",
+            runner_config=runner_config,
         )
         + extra_config
     )
@@ -212,6 +215,7 @@ def start_stack(
     gateway_config: str = "",
     opa_config: str = "",
     auto_approve: bool = True,
+    runner_config: str = "",
 ) -> RunningStack:
     root = world_traversable_tmpdir(prefix)
     if policies is not None:  # a copy of its own, which the test may edit
@@ -225,6 +229,7 @@ def start_stack(
         gateway_config=gateway_config,
         opa_config=opa_config,
         auto_approve=auto_approve,
+        runner_config=runner_config,
     )
     settings = load_settings(config)
     stack = Stack(settings, config, log_dir=root / "logs")
@@ -246,3 +251,26 @@ def stack() -> Iterator[RunningStack]:
         yield running
     finally:
         stop_stack(running)
+
+
+POOL_SIZE = 2
+
+
+@pytest.fixture(scope="session")
+def pooled_stack() -> Iterator[RunningStack]:
+    """A second session stack whose runner keeps pre-started sandboxes
+    (`[runner] pool_size`): the sandbox suites run against both."""
+    running = start_stack("regate-pool-", runner_config=f"pool_size = {POOL_SIZE}")
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+
+
+def stack_in_mode(request: pytest.FixtureRequest, stack: RunningStack) -> RunningStack:
+    """For a module fixture parametrized over ["cold", "pooled"]: the session's stack
+    that starts a sandbox per call, or the one that takes them from its pool."""
+    if request.param == "pooled":
+        pooled: RunningStack = request.getfixturevalue("pooled_stack")
+        return pooled
+    return stack

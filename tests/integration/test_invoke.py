@@ -12,11 +12,17 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from conftest import REPO, RunningStack
+from conftest import REPO, RunningStack, stack_in_mode
 
 from regate import crypto
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", params=["cold", "pooled"])
+def stack(request: pytest.FixtureRequest, stack: RunningStack) -> RunningStack:
+    """Each test here runs twice: sandboxes started per call, and taken from a pool."""
+    return stack_in_mode(request, stack)
 
 
 def only_decision(stack: RunningStack, decision_id: str) -> dict[str, Any]:

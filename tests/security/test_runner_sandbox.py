@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningStack
+from conftest import RunningStack, stack_in_mode
 
 from regate import crypto
 from regate.canonical import digest
@@ -20,6 +20,13 @@ from sandbox_runner.limits import Limits
 from sandbox_runner.sandbox import Sandbox, SandboxUnavailable, run_tool
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", params=["cold", "pooled"])
+def stack(request: pytest.FixtureRequest, stack: RunningStack) -> RunningStack:
+    """Each test here runs twice: sandboxes started per call, and taken from a pool."""
+    return stack_in_mode(request, stack)
+
 
 PROBE_LIMITS = {"timeout_s": 5, "memory_mb": 128, "output_kb": 64, "pids": 8}
 

@@ -194,6 +194,8 @@ BAD: list[Any] = [
     pytest.param(edit(lambda r: r["runner"].update(sandbox_uid=0)), "runner.sandbox_uid", id="sandbox-as-root"),
     pytest.param(edit(lambda r: r["runner"].update(sandbox_gid=0)), "runner.sandbox_gid", id="sandbox-root-group"),
     pytest.param(edit(lambda r: r["runner"].update(agents_dir=["agents"])), "runner.agents_dir", id="agents-dir-not-a-string"),
+    pytest.param(edit(lambda r: r["runner"].update(pool_size=-1)), "runner.pool_size", id="pool-size-negative"),
+    pytest.param(edit(lambda r: r["runner"].update(pool_size=17)), "runner.pool_size", id="pool-size-too-big"),
     pytest.param(edit(lambda r: r["manifests"].pop("publishers_jwks")), "manifests.publishers_jwks", id="publishers-missing"),
     pytest.param(edit(lambda r: r["gateway"].update(audit_checkpoint_records=0)), "gateway.audit_checkpoint_records", id="checkpoint-records-zero"),
     pytest.param(edit(lambda r: r["gateway"].update(audit_checkpoint_s="1m")), "gateway.audit_checkpoint_s", id="checkpoint-seconds-string"),
