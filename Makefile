@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set up first.
-.PHONY: setup demo up test lint policy-test pytest clean
+.PHONY: setup demo up test lint policy-test pytest bench bench-full clean
 
 setup:
 	@scripts/setup.sh
@@ -23,6 +23,13 @@ policy-test:
 
 pytest:
 	.venv/bin/python -m pytest
+
+# Benchmarks (docs/benchmarks.md): a bounded run of a few minutes, or the issue's sizes.
+bench: setup
+	PYTHONPATH=$(CURDIR) .venv/bin/python bench/run_all.py
+
+bench-full: setup
+	PYTHONPATH=$(CURDIR) .venv/bin/python bench/run_all.py --full
 
 clean:
 	rm -rf .regate .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Sandbox start-up cost, side by side in one run.
 
-    .venv/bin/python bench/sandbox_startup.py [--runs 50]
+    .venv/bin/python bench/sandbox_startup.py [--runs 50] [--pool-size 2] [--interval 0.1]
 
 Measures the same trivial tool (examples/agents/calculator/add.py, run as
 `python3 -I -S add.py` with JSON on stdin) five ways, sequentially, each from a
@@ -11,6 +11,10 @@ client in this process:
   nsjail          run_tool() with the nsjail backend
   runner (bwrap)  POST /v1/run to a real runner over its unix socket, with a grant
   gateway (bwrap) POST /v1/invoke through the real gateway, OPA and runner
+  runner (pool N), gateway (pool N)
+                  the same against a stack whose runner keeps N pre-started
+                  sandboxes per tool (`[runner] pool_size`), one call every
+                  --interval seconds (so the pool refills between calls)
 
 and prints p50/p90/p99 in ms and each p50 over the bare p50.
 """
@@ -63,10 +67,13 @@ def time_sync(fn: Callable[[], None], runs: int) -> list[float]:
     return out
 
 
-async def time_async(fn: Callable[[], Awaitable[None]], runs: int) -> list[float]:
+async def time_async(
+    fn: Callable[[], Awaitable[object]], runs: int, interval_s: float = 0.0
+) -> list[float]:
     await fn()
     out = []
     for _ in range(runs):
+        await asyncio.sleep(interval_s)  # paced calls: the pool refills in between
         start = time.perf_counter()
         await fn()
         out.append((time.perf_counter() - start) * 1000)
@@ -97,9 +104,12 @@ def sandboxed(backend: str) -> Callable[[], Awaitable[None]]:
     return call
 
 
-async def through_stack(runs: int) -> dict[str, list[float]]:
+async def through_stack(runs: int, pool_size: int, interval_s: float) -> dict[str, list[float]]:
+    """The runner alone (a grant of ours) and the whole gateway path, on one stack."""
+    mode = f"pool {pool_size}" if pool_size else "bwrap"
     results: dict[str, list[float]] = {}
-    with running_stack("bwrap") as stack:
+    pooled: list[bool] = []
+    with running_stack("bwrap", pool_size=pool_size) as stack:
         settings = stack.settings
         key = crypto.load_private_key(settings.gateway.grant_key)
         uds = str(settings.runner.url.uds)
@@ -124,12 +134,12 @@ async def through_stack(runs: int) -> dict[str, list[float]]:
                     headers={"Authorization": f"Bearer {grant}"},
                 )
                 assert response.json()["result"] == {"sum": 42}, response.text
+                pooled.append(bool(response.json()["metrics"].get("pooled")))
 
-            results["runner (bwrap)"] = await time_async(run_once, runs)
+            results[f"runner ({mode})"] = await time_async(run_once, runs, interval_s)
 
         token = mint_token(settings, "demo-client", ttl_s=3600)
-        base = f"http://127.0.0.1:{settings.gateway.listen.port}"
-        async with httpx.AsyncClient(base_url=base) as gateway:
+        async with httpx.AsyncClient(base_url=stack.gateway_url) as gateway:
 
             async def invoke_once() -> None:
                 response = await gateway.post(
@@ -138,26 +148,42 @@ async def through_stack(runs: int) -> dict[str, list[float]]:
                     headers={"Authorization": f"Bearer {token}"},
                 )
                 assert response.json()["result"] == {"sum": 42}, response.text
+                pooled.append(bool(response.json()["metrics"].get("pooled")))
 
-            results["gateway (bwrap)"] = await time_async(invoke_once, runs)
+            results[f"gateway ({mode})"] = await time_async(invoke_once, runs, interval_s)
+    if pool_size:
+        POOLED_SHARE[mode] = sum(pooled) / len(pooled)
     return results
 
 
-async def main(runs: int) -> None:
+POOLED_SHARE: dict[str, float] = {}
+
+
+async def main(runs: int, pool_size: int, interval_s: float) -> None:
     rows: dict[str, list[float]] = {"bare": time_sync(bare, runs)}
     rows["bwrap"] = await time_async(sandboxed("bwrap"), runs)
     if find_nsjail("nsjail"):
         rows["nsjail"] = await time_async(sandboxed("nsjail"), runs)
-    rows.update(await through_stack(runs))
+    rows.update(await through_stack(runs, 0, 0.0))
+    if pool_size:
+        rows.update(await through_stack(runs, pool_size, interval_s))
 
     base = statistics.median(rows["bare"])
-    print(f"{'path':<18}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'p50/bare':>10}   (n={runs})")
+    print(f"{'path':<20}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'p50/bare':>10}   (n={runs})")
     for name, samples in rows.items():
         p50, p90, p99 = percentiles(samples)
-        print(f"{name:<18}{p50:9.2f}{p90:9.2f}{p99:9.2f}{p50 / base:10.2f}")
+        print(f"{name:<20}{p50:9.2f}{p90:9.2f}{p99:9.2f}{p50 / base:10.2f}")
+    for mode, share in POOLED_SHARE.items():
+        print(
+            f"({mode}: {share:.0%} of the calls took a pre-started sandbox;"
+            f" one call every {interval_s * 1000:.0f} ms)"
+        )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--pool-size", type=int, default=2, help="0: no pooled rows")
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between pooled calls")
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.pool_size, args.interval))

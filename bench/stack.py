@@ -99,8 +99,6 @@ def running_stack(
         )
         settings = load_settings(config)
         prepare_state(settings)
-        if opa_unix:
-            (root / "state" / "run").mkdir(parents=True, exist_ok=True)
         stack = Stack(settings, config, log_dir=root / "logs")
         stack.start(find_opa())
         try:

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -67,14 +68,19 @@ def serve_many(apps: Sequence[tuple[ASGIApp, Address, HttpLimits]]) -> None:
     asyncio.run(main())
 
 
+def prepare_unix_socket(path: Path) -> None:
+    """Only the owner may reach the socket: servers (uvicorn, OPA) open it to everyone,
+    so the directory around it is what keeps other local users out. A stale socket
+    file from an earlier run is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if path.exists():
+        path.unlink()
+
+
 def _config(app: ASGIApp, listen: Address, limits: HttpLimits) -> uvicorn.Config:
     if listen.uds:
-        # Only the runner's owner may reach the socket: uvicorn opens it to everyone,
-        # so the directory around it is what keeps other local users out.
-        listen.uds.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(listen.uds.parent, 0o700)
-        if listen.uds.exists():
-            listen.uds.unlink()
+        prepare_unix_socket(listen.uds)
     return uvicorn.Config(
         app,
         host=listen.host or "127.0.0.1",

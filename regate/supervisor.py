@@ -15,6 +15,7 @@ from typing import IO, Any
 import httpx
 
 from regate.opa import find_opa, sidecar_argv
+from regate.serve import prepare_unix_socket
 from regate.settings import Address, Settings
 
 
@@ -69,6 +70,9 @@ class Stack:
         ]
 
     def start(self, opa_binary: str, timeout_s: float = 30.0) -> None:
+        opa_socket = self.settings.opa.listen.uds if self.settings.opa.listen else None
+        if opa_socket is not None:
+            prepare_unix_socket(opa_socket)
         try:
             for service in self.plan(opa_binary):
                 self.start_service(service, timeout_s)
