@@ -102,7 +102,7 @@ def denied_calls(stack: RunningStack, concurrency: int, duration: float) -> dict
     return row
 
 
-def measure(concurrency: int, duration: float) -> dict[str, dict[str, Any]]:
+def measure(concurrency: int, duration: float, unix: bool = True) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     common: dict[str, Any] = {"concurrency": concurrency, "duration": duration}
     with running_stack("bwrap") as stack:
@@ -119,8 +119,9 @@ def measure(concurrency: int, duration: float) -> dict[str, dict[str, Any]]:
                 )
             )  # fmt: skip
         rows["decision (deny)"] = denied_calls(stack, concurrency, duration)
-    with running_stack("bwrap", opa_unix=True) as stack:
-        rows["decision, opa unix"] = denied_calls(stack, concurrency, duration)
+    if unix:
+        with running_stack("bwrap", opa_unix=True) as stack:
+            rows["decision, opa unix"] = denied_calls(stack, concurrency, duration)
     return rows
 
 
@@ -140,13 +141,14 @@ def table(rows: dict[str, dict[str, Any]], concurrency: int, duration: float) ->
     return "\n".join(lines)
 
 
-def main(concurrency: int, duration: float) -> None:
-    print(table(measure(concurrency, duration), concurrency, duration))
+def main(concurrency: int, duration: float, unix: bool) -> None:
+    print(table(measure(concurrency, duration, unix), concurrency, duration))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--no-unix", action="store_true", help="skip the OPA-over-unix row")
     args = parser.parse_args()
-    main(args.concurrency, args.duration)
+    main(args.concurrency, args.duration, not args.no_unix)

@@ -37,6 +37,21 @@ def frame_name(frame: str) -> str:
     return f"{name} ({path})"
 
 
+# Where a decision's time goes, by the function that owns each part (total %).
+PARTS = [
+    ("whole request (ASGI app)", "RequestResponseCycle.run_asgi "),
+    ("pipeline", "Pipeline.invoke "),
+    ("token verification", "TokenVerifier.authenticate "),
+    ("schema validation", "validate_arguments "),
+    ("OPA request (httpx + aiohttp)", "PolicyClient.decide "),
+    ("audit append (await + its log line)", "AuditStore.append "),
+    ("audit writer thread", "AuditStore._write_loop "),
+    ("canonical JSON (RFC 8785)", "canonical_json "),
+    ("logging (structlog + stdlib)", "BoundLogger.info "),
+    ("HTTP parsing (h11)", "H11Protocol.data_received "),
+]
+
+
 def summarize(collapsed: Path, top: int) -> str:
     self_time: collections.Counter[str] = collections.Counter()
     total_time: collections.Counter[str] = collections.Counter()
@@ -54,7 +69,11 @@ def summarize(collapsed: Path, top: int) -> str:
         self_time[frames[-1]] += count
         for name in set(frames):
             total_time[name] += count
-    lines = [f"{samples} samples of the gateway", "", "self %   function"]
+    lines = [f"{samples} samples of the gateway", "", "total %  part"]
+    for label, prefix in PARTS:
+        share = sum(n for name, n in total_time.items() if name.startswith(prefix))
+        lines.append(f"{100 * share / samples:6.1f}   {label}")
+    lines += ["", "self %   function"]
     lines += [f"{100 * n / samples:6.1f}   {name}" for name, n in self_time.most_common(top)]
     lines += ["", "total %  function"]
     lines += [f"{100 * n / samples:6.1f}   {name}" for name, n in total_time.most_common(top)]
