@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from gateway.console.templating import page, render
-from gateway.decision_log import OUTCOMES, DecisionLog, query_from_params
+from gateway.decision_log import OUTCOMES, DecisionLog, check_decision_id, query_from_params
 from regate.errors import BadRequest
 
 FILTERS = ("caller", "agent", "tool", "outcome", "since", "until", "tz")
@@ -18,6 +18,10 @@ async def decisions(request: Request) -> Response:
     """GET /admin/decisions (and /admin): the newest decisions first, filtered by the
     form's fields. Other query parameters are ignored (the API refuses them)."""
     log: DecisionLog = request.state.decisions
+    wanted = request.query_params.get("id", "").strip()
+    if wanted:
+        # An id from an error envelope or a log line: straight to that decision.
+        return RedirectResponse(f"/admin/decisions/{check_decision_id(wanted)}", 303)
     params = {k: v for k, v in request.query_params.items() if k in FILTERS + PAGING}
     # The form as the viewer filled it in, to show back (times stay in their zone).
     shown = {name: params.get(name, "") for name in FILTERS}

@@ -229,6 +229,17 @@ def test_pages_of_decisions_follow_on(console: Console, stack: RunningStack) -> 
     assert "Newest" in second.text
 
 
+def test_a_decision_id_opens_that_decision(console: Console, stack: RunningStack) -> None:
+    decision_id = stack.invoke("calculator", "add", {"a": 1, "b": 1}).json()["decision_id"]
+    with console.client() as client:
+        jump = client.get("/admin/decisions", params={"id": f" {decision_id} "})
+        assert jump.status_code == 303
+        assert jump.headers["location"] == f"/admin/decisions/{decision_id}"
+        bad = client.get("/admin/decisions", params={"id": "../../etc"})
+    assert bad.status_code == 400
+    assert "letters, digits and" in bad.text
+
+
 def test_unknown_decision_is_a_404_page(console: Console) -> None:
     response = console.get(f"/admin/decisions/{uuid.uuid4()}")
     assert response.status_code == 404
