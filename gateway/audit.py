@@ -362,6 +362,7 @@ class ChainReport:
     problem: str = ""
     checkpoints: int = 0  # how many signed checkpoints held
     checkpointed: int = 0  # how many records the newest of them covers
+    unreadable: bool = False  # the store could not be read: nothing was verified
 
 
 class ChainWalk:
@@ -454,12 +455,12 @@ def verify_chain(
     kept elsewhere (off the host): checked the same way, they catch a truncation that
     also removed the checkpoints stored here."""
     if not path.exists():
-        return ChainReport(ok=False, records=0, problem=f"no audit store at {path}")
+        return ChainReport(False, 0, None, f"no audit store at {path}", unreadable=True)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return check_chain(iter_records(conn), [*_checkpoint_tokens(conn), *anchors], keys)
     except (sqlite3.DatabaseError, ValueError) as exc:
-        return ChainReport(False, 0, None, f"cannot read the audit store: {exc}")
+        return ChainReport(False, 0, None, f"cannot read the audit store: {exc}", unreadable=True)
     finally:
         conn.close()
 

@@ -330,11 +330,15 @@ def verify_chain(
     try:
         with _reading(settings) as conn:
             if not _exists(conn, "audit_log"):
-                return ChainReport(False, 0, None, f"no audit_log table in {where}")
+                return ChainReport(
+                    False, 0, None, f"no audit_log table in {where}", unreadable=True
+                )
             tokens = [*_checkpoint_tokens(conn), *anchors]
             return check_chain(iter_records(conn), tokens, keys)
     except (QueryError, psycopg.Error, ValueError) as exc:
-        return ChainReport(False, 0, None, f"cannot read the audit store {where}: {exc}")
+        return ChainReport(
+            False, 0, None, f"cannot read the audit store {where}: {exc}", unreadable=True
+        )
 
 
 def _checkpoint_tokens(conn: psycopg.Connection[Any]) -> list[str]:

@@ -515,6 +515,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             f" {report.checkpointed} of {report.records} records ({source})"
         )
         return 0
+    if report.unreadable:
+        # Not evidence of tampering: nothing could be checked (store missing or down).
+        print(f"CANNOT VERIFY: {report.problem}")
+        return 2
     where = f"record {report.first_bad_seq}" if report.first_bad_seq else "the store"
     print(f"TAMPERED: {where}: {report.problem} ({report.records} records verified before it)")
     return 1

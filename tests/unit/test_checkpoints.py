@@ -380,3 +380,17 @@ def test_cli_verify_with_a_wrong_key_says_forged(
     crypto.write_key_pair(other, "gateway")
     assert main(["audit", "verify", "--db", str(db), "--jwks", str(other / "gateway.jwks.json")])
     assert "checkpoint #1 is forged" in capsys.readouterr().out
+
+
+def test_cli_verify_of_an_unreadable_store_is_not_called_tampering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing or broken store is a different failure (exit 2) from a chain that
+    does not hold (exit 1): an operator must not read "tampered" into a typo."""
+    assert main(["audit", "verify", "--db", str(tmp_path / "absent.sqlite3")]) == 2
+    assert capsys.readouterr().out.startswith("CANNOT VERIFY: no audit store at")
+
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"not a database at all" * 100)
+    assert main(["audit", "verify", "--db", str(garbage)]) == 2
+    assert capsys.readouterr().out.startswith("CANNOT VERIFY: cannot read the audit store")
