@@ -9,7 +9,8 @@ separate process (bench/load.py), one row after another:
   opa direct          POST /v1/data/regate/authz/decision to OPA with the same input
   decision (deny)     POST /v1/invoke of a call policy denies: token verify, manifest,
                       schema, OPA over loopback TCP, durable audit record, response
-  decision, opa unix  the same with the gateway reaching OPA over a unix socket
+  decision, one client  the same, one request at a time: a decision's own latency
+  decision, opa unix  the same at c=8 with the gateway reaching OPA over a unix socket
                       (a second stack, `[opa] url = "unix:..."`)
 
 and prints p50/p90/p99, throughput, each p50 over the hello p50, and the CPU each
@@ -119,6 +120,7 @@ def measure(concurrency: int, duration: float, unix: bool = True) -> dict[str, d
                 )
             )  # fmt: skip
         rows["decision (deny)"] = denied_calls(stack, concurrency, duration)
+        rows["decision, one client"] = denied_calls(stack, 1, duration)
     if unix:
         with running_stack("bwrap", opa_unix=True) as stack:
             rows["decision, opa unix"] = denied_calls(stack, concurrency, duration)
