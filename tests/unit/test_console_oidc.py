@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,24 +109,26 @@ def test_a_good_id_token_gives_its_claims_and_the_code_exchange_carries_pkce() -
     assert sent["redirect_uri"] == ["https://admin.example.com/auth/callback"]
 
 
+# Built when the test runs, not at collection: a token signed then could expire
+# before a long suite reaches it.
 BAD_TOKENS = [
-    pytest.param(signed(claims(nonce="another")), "nonce", id="wrong-nonce"),
-    pytest.param(signed(claims(nonce=None)), "nonce", id="no-nonce"),
-    pytest.param(signed(claims(aud="another-client")), "aud", id="wrong-audience"),
-    pytest.param(signed(claims(iss="https://evil.example")), "iss", id="wrong-issuer"),
-    pytest.param(signed(claims(exp=int(time.time()) - 600)), "expired", id="expired"),
-    pytest.param(signed(claims(sub=None)), "sub", id="no-subject"),
-    pytest.param(signed(claims(), key=OTHER_KEY), "signature", id="signed-by-another-key"),
-    pytest.param(signed(claims(), key=EC_KEY, alg="ES256"), "signature", id="algorithm-not-allowed"),
-    pytest.param(signed(claims(), key=OctKey.import_key("s" * 32, {"kid": "k1"}), alg="HS256"), "signature", id="hmac-confusion"),
-    pytest.param("not.a.token", "signature", id="garbage"),
+    pytest.param(lambda: signed(claims(nonce="another")), "nonce", id="wrong-nonce"),
+    pytest.param(lambda: signed(claims(nonce=None)), "nonce", id="no-nonce"),
+    pytest.param(lambda: signed(claims(aud="another-client")), "aud", id="wrong-audience"),
+    pytest.param(lambda: signed(claims(iss="https://evil.example")), "iss", id="wrong-issuer"),
+    pytest.param(lambda: signed(claims(exp=int(time.time()) - 600)), "expired", id="expired"),
+    pytest.param(lambda: signed(claims(sub=None)), "sub", id="no-subject"),
+    pytest.param(lambda: signed(claims(), key=OTHER_KEY), "signature", id="signed-by-another-key"),
+    pytest.param(lambda: signed(claims(), key=EC_KEY, alg="ES256"), "signature", id="algorithm-not-allowed"),
+    pytest.param(lambda: signed(claims(), key=OctKey.import_key("s" * 32, {"kid": "k1"}), alg="HS256"), "signature", id="hmac-confusion"),
+    pytest.param(lambda: "not.a.token", "signature", id="garbage"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("token", "why"), BAD_TOKENS)
-def test_a_bad_id_token_fails_the_sign_in(token: str, why: str) -> None:
+def test_a_bad_id_token_fails_the_sign_in(token: Callable[[], str], why: str) -> None:
     with pytest.raises(SignInFailed) as caught:
-        finish(Provider(token))
+        finish(Provider(token()))
     assert why in caught.value.reason.lower() or why in str(caught.value.__cause__).lower()
 
 
