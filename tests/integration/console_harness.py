@@ -37,6 +37,7 @@ from gateway.call_approvals import CallApprovals
 from gateway.catalog import Catalog
 from gateway.console.pages import PAGE_ROUTES
 from gateway.console.routes import STATIC_DIR
+from gateway.console.security import SecurityHeaders
 from gateway.decision_log import SqliteDecisionLog
 from gateway.policy import PolicyClient
 from gateway.policy_dry_run import InputSchema
@@ -148,7 +149,8 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
     static = Mount("/admin/static", StaticFiles(directory=STATIC_DIR))
     app = Starlette(routes=[*PAGE_ROUTES, static], lifespan=lifespan)
     app.router.redirect_slashes = False
-    return RequestIdMiddleware(TestSignIn(app))  # type: ignore[return-value]
+    # The admin listener's own security headers (CSP, no-store, ...) in front, as in the app.
+    return RequestIdMiddleware(SecurityHeaders(TestSignIn(app)))  # type: ignore[return-value]
 
 
 @dataclass
