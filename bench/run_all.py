@@ -6,7 +6,8 @@ Prints, in one run, each table with its baselines measured beside it (so the
 figures are ratios that survive a noisy machine):
 
   1. sandboxed calls     bench/sandbox_startup.py: bare interpreter start, bwrap,
-                         nsjail, runner, gateway, and the same with the sandbox pool
+                         nsjail, runner, gateway, and the same with the sandbox pool;
+                         bench/pooled_call.py: where a pooled call's time goes
   2. decision path       bench/decision_path.py: hello endpoint on the same server
                          stack, OPA queried directly, denied calls (OPA over TCP and
                          over a unix socket), with CPU per request
@@ -65,6 +66,7 @@ def main(full: bool) -> None:
     print(f"machine: {machine()}")
     print(f"load average (1, 5, 15 min) at start: {load_average()}")
     run("Sandboxed calls", "sandbox_startup.py", "--runs", "40")
+    run("A pooled call, in-process", "pooled_call.py", "--runs", "25")
     run("Decision path", "decision_path.py", "--concurrency", "8", "--duration", "5")
     records = "1000000" if full else "250000"
     soak = "600" if full else "60"
