@@ -244,6 +244,7 @@ async def readyz(request: Request) -> Response:
     checks = {
         "opa": await pipeline.policy.healthy(),
         "runner": await pipeline.runner.healthy(),
+        "audit": await pipeline.audit.healthy(),
     }
     ready = all(checks.values())
     # Tool states are reported, not required: one failed tool does not make the

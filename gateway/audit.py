@@ -149,6 +149,11 @@ class Chain(Protocol):
         them once committed, or raise having appended nothing."""
         ...
 
+    def reachable(self) -> bool:
+        """Whether the store would take a write now, checked without writing one.
+        Called from a worker thread, never the writer's: it must not share state."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -165,6 +170,7 @@ class SqliteChain:
     """The chain in one SQLite file: the embedded default, for a single gateway."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._conn = connect(path)
         last = self._conn.execute(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
@@ -205,6 +211,22 @@ class SqliteChain:
         if checkpoint is not None:
             self.signed_seq = checkpoint.seq
         return records, checkpoint
+
+    def reachable(self) -> bool:
+        # Its own connection (the writer's is the writer thread's): the file is there
+        # and the write lock can be taken. A full disk shows only on commit (a 503).
+        try:
+            conn = sqlite3.connect(f"file:{self._path}?mode=rw", uri=True, timeout=1.0)
+        except sqlite3.Error:
+            return False
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return True
+        except sqlite3.Error:
+            return False
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self._conn.close()
@@ -321,6 +343,10 @@ class AuditStore:
             )
         for item, record in zip(batch, records, strict=True):
             item.loop.call_soon_threadsafe(_settle, item.future, record, None)
+
+    async def healthy(self) -> bool:
+        """For /readyz: the writer thread is alive and the store takes writes."""
+        return self._thread.is_alive() and await asyncio.to_thread(self._chain.reachable)
 
     async def close(self) -> None:
         with self._wake:

@@ -287,6 +287,16 @@ class PostgresChain:
         conn.close()
         return True
 
+    def reachable(self) -> bool:
+        # A connection of its own (the writer's belongs to the writer thread), within
+        # the store's deadlines: a replica that cannot reach PostgreSQL is not ready.
+        try:
+            with connect(self._settings, read_only=True) as conn:
+                conn.execute("SELECT 1")
+        except (AuditStoreError, psycopg.Error):
+            return False
+        return True
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -452,12 +452,19 @@ def test_two_gateway_processes_share_one_intact_chain(
     assert answered <= receipts
 
 
+def readiness(running: RunningStack) -> tuple[int, bool]:
+    with running.client() as client:
+        ready = client.get("/readyz")
+    return ready.status_code, ready.json()["checks"]["audit"]
+
+
 def test_database_down_is_503_audit_unavailable_then_service_resumes(
     server: PostgresServer, replicas: tuple[RunningStack, str]
 ) -> None:
     running, _ = replicas
     assert running.invoke("calculator", "add", {"a": 1, "b": 2}).status_code == 200
     before = running.tool_counts("calculator.add")
+    assert readiness(running) == (200, True)
     server.stop()
     try:
         response = running.invoke("calculator", "add", {"a": 1, "b": 2})
@@ -466,8 +473,11 @@ def test_database_down_is_503_audit_unavailable_then_service_resumes(
         assert response.json()["error"]["code"] == "audit_unavailable"
         assert "127.0.0.1" not in response.text  # 5xx bodies say nothing internal
         assert running.tool_counts("calculator.add") == before  # nothing ran unlogged
+        # Out of rotation while the store is down, without a call having to fail first.
+        assert readiness(running) == (503, False)
     finally:
         server.start()
+    assert readiness(running) == (200, True)  # back without any call succeeding first
     log = running.stack.service("gateway").log_path
     assert log is not None
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]

@@ -207,7 +207,7 @@ def test_healthz_and_readyz(stack: RunningStack) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"opa": True, "runner": True}
+    assert ready.json()["checks"] == {"opa": True, "runner": True, "audit": True}
     runner = ready.json()["runner"]
     assert runner["sandbox"]["backend"] == "bwrap"
     assert runner["tools"]["ready"] >= 3

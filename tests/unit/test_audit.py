@@ -261,3 +261,32 @@ def test_a_failed_commit_fails_its_callers_and_leaves_the_chain_whole(tmp_path: 
     asyncio.run(scenario())
     report = verify_chain(path)
     assert (report.ok, report.records) == (True, 2)
+
+
+def test_healthy_while_the_file_takes_writes_not_while_another_holds_its_lock(
+    tmp_path: Path,
+) -> None:
+    """/readyz's audit check: a probe of the SQLite file that writes nothing."""
+    path = tmp_path / "audit.sqlite3"
+
+    async def run() -> list[bool]:
+        store = AuditStore(path)
+        try:
+            seen = [await store.healthy()]
+            # Another process holding the write lock (e.g. a stuck writer or an
+            # operator's open transaction): no write can happen now.
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                seen.append(await store.healthy())
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            seen.append(await store.healthy())
+            path.unlink()  # the file gone from under the gateway
+            seen.append(await store.healthy())
+        finally:
+            await store.close()
+        return seen
+
+    assert asyncio.run(run()) == [True, False, True, False]
