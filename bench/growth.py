@@ -47,18 +47,17 @@ from regate.demo import mint_token
 
 
 def policies_with_grants(count: int, root: Path) -> Path:
-    """A copy of policies/ whose data.regate.grants holds `count` grants: the
-    shipped ones, then others for other callers and agents."""
+    """A copy of policies/ whose data.regate.grants holds `count` grants (or just the
+    shipped ones, when there are more of those): others for other callers, spread
+    over 500 other agents."""
     target = root / f"policies-{count}"
     shutil.copytree(REPO / "policies", target)
     data_file = target / "regate" / "data.json"
     data = json.loads(data_file.read_text())
-    shipped = data["grants"][:count]
-    extra = [
-        {"caller": f"caller-{i}", "agent_id": f"agent-{i % 500}", "tools": ["*"]}
-        for i in range(count - len(shipped))
-    ]
-    data["grants"] = shipped + extra
+    grants: dict[str, list[dict[str, object]]] = data["grants"]
+    shipped = sum(len(agent_grants) for agent_grants in grants.values())
+    for i in range(max(count - shipped, 0)):
+        grants.setdefault(f"agent-{i % 500}", []).append({"caller": f"caller-{i}", "tools": ["*"]})
     data_file.write_text(json.dumps(data))
     return target
 

@@ -179,9 +179,7 @@ def test_policy_reloads_under_traffic_without_a_failed_call(own_stack: RunningSt
         while len(decision_ids) < 5 and time.monotonic() < flowing:
             time.sleep(0.05)  # calls are flowing before the edit
         grants = json.loads((policies / "regate" / "data.json").read_text())
-        grants["grants"].append(
-            {"caller": "reload-probe", "agent_id": "calculator", "tools": ["add"]}
-        )
+        grants["grants"]["calculator"].append({"caller": "reload-probe", "tools": ["add"]})
         write_atomically(policies / "regate" / "data.json", json.dumps(grants, indent=2))
         write_atomically(policies / ".manifest", json.dumps({**manifest, "revision": new_revision}))
         deadline = time.monotonic() + 30
@@ -230,7 +228,10 @@ def test_replay_shows_what_a_working_copy_would_change(
     working = tmp_path / "policies"
     shutil.copytree(policies, working)
     data = json.loads((working / "regate" / "data.json").read_text())
-    data["grants"] = [g for g in data["grants"] if g.get("caller") != "test-client"]
+    data["grants"] = {
+        agent: [g for g in grants if g.get("caller") != "test-client"]
+        for agent, grants in data["grants"].items()
+    }
     (working / "regate" / "data.json").write_text(json.dumps(data))
 
     result = subprocess.run(

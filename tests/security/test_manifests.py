@@ -239,10 +239,10 @@ def build(root: Path) -> Path:
     shutil.copytree(REPO / "policies", policies)
     data_file = policies / "regate" / "data.json"
     data = json.loads(data_file.read_text())
-    data["grants"] += [
-        {"caller": TEST_CALLER, "agent_id": a, "tools": ["*"], "note": "test_manifests"}
-        for a in STAGED
-    ]
+    for agent in STAGED:
+        data["grants"].setdefault(agent, []).append(
+            {"caller": TEST_CALLER, "tools": ["*"], "note": "test_manifests"}
+        )
     data_file.write_text(json.dumps(data, indent=2))
     config = root / "regate.toml"
     config.write_text(

@@ -81,7 +81,10 @@ def working_copy(tmp_path: Path) -> Path:
 
 def revoke_test_client(policies: Path) -> None:
     data = json.loads((policies / "regate" / "data.json").read_text())
-    data["grants"] = [g for g in data["grants"] if g.get("caller") != "test-client"]
+    data["grants"] = {
+        agent: [g for g in grants if g.get("caller") != "test-client"]
+        for agent, grants in data["grants"].items()
+    }
     (policies / "regate" / "data.json").write_text(json.dumps(data))
 
 

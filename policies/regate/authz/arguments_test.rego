@@ -55,7 +55,7 @@ test_arguments[note] if {
 		"unconstrained tool": [_with_args("calculator", "add", {"a": 1}), []],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants_for(["ops-bot"], ["files", "http", "odd", "calculator"])
+		with data.regate.grants as _by_agent(_grants_for(["ops-bot"], ["files", "http", "odd", "calculator"]))
 		with data.regate.risk as {}
 		with data.regate.arguments as _argument_rules
 		with data.regate.rate_limits as {}
@@ -83,7 +83,7 @@ test_arguments_messages[note] if {
 		],
 	}
 	d := authz.decision with input as _with_args("files", "read", arguments)
-		with data.regate.grants as [{"caller": "ops-bot", "agent_id": "files", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "ops-bot", "agent_id": "files", "tools": ["*"]}])
 		with data.regate.arguments as _argument_rules
 	[reason] := d.reasons
 	reason.message == want
@@ -108,7 +108,7 @@ test_arguments_other_messages[note] if {
 		],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants_for(["ops-bot"], ["files", "http", "odd"])
+		with data.regate.grants as _by_agent(_grants_for(["ops-bot"], ["files", "http", "odd"]))
 		with data.regate.arguments as _argument_rules
 	[reason] := d.reasons
 	reason.message == want
@@ -118,7 +118,7 @@ test_arguments_other_messages[note] if {
 test_arguments_not_checked_for_listing if {
 	doc := _call("ops-bot", "files", "read", {"request": {"method": "tools/list", "path": "/mcp"}})
 	d := authz.decision with input as doc
-		with data.regate.grants as [{"caller": "ops-bot", "agent_id": "files", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "ops-bot", "agent_id": "files", "tools": ["*"]}])
 		with data.regate.arguments as _argument_rules
 	_codes(d) == ["granted"]
 }

@@ -46,6 +46,13 @@ _well_formed(d) if {
 _grants := [{"caller": "alice", "agent_id": "calculator", "tools": ["add", "stats"]}]
 
 # Grants of every tool of each agent to each caller.
+# Grants keyed by agent id, as data.json holds them, from a list whose grants
+# each name their agent ("agent_id"): the tables below read better that way.
+_by_agent(grants) := {agent: [object.remove(g, ["agent_id"]) | some g in grants; g.agent_id == agent] |
+	some grant in grants
+	agent := grant.agent_id
+}
+
 _grants_for(callers, agents) := [{"caller": caller, "agent_id": agent, "tools": ["*"]} |
 	some caller in callers
 	some agent in agents
@@ -68,7 +75,7 @@ test_invalid_input[note] if {
 		),
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants
+		with data.regate.grants as _by_agent(_grants)
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as {"per_minute": 1}
@@ -104,7 +111,7 @@ test_precedence[note] if {
 		],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as [{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}])
 		with data.regate.risk as {
 			"levels": ["destructive"], "approval_levels": ["destructive"],
 			"tools": {"calculator": {"stats": "destructive"}}, "permissions": {"fs:delete:*": "destructive"},
@@ -141,7 +148,7 @@ test_message[note] if {
 		],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants
+		with data.regate.grants as _by_agent(_grants)
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as {}

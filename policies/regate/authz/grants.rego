@@ -1,9 +1,11 @@
 # Grants.
 #
-# Who may call what: data.regate.grants (policies/regate/data.json). A grant
-# names an agent and its tools, and the callers it is for: a token subject
-# ("caller"), token claims ("claims"), or both. It may expire ("expires")
-# and may apply only in a time window (time_windows.rego).
+# Who may call what: data.regate.grants (policies/regate/data.json), keyed by
+# agent id: each agent's list of grants. A grant names the agent's tools and
+# the callers it is for: a token subject ("caller"), token claims ("claims"),
+# or both. It may expire ("expires") and may apply only in a time window
+# (time_windows.rego). Keyed by agent so a decision reads only that agent's
+# grants: OPA does not index a scan of one long list (docs/benchmarks.md).
 #
 # Package annotations (title, input schema) are in authz.rego.
 package regate.authz
@@ -70,8 +72,7 @@ _no_grant := {
 # Grants for this caller, agent and tool, whether or not they expired or
 # are in their time window.
 _matching_grants contains grant if {
-	some grant in data.regate.grants
-	grant.agent_id == _agent
+	some grant in data.regate.grants[_agent]
 	_covers(grant.tools, _tool)
 	_for_caller(grant)
 }

@@ -43,7 +43,7 @@ test_grants_by_identity[note] if {
 		],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _identity_grants
+		with data.regate.grants as _by_agent(_identity_grants)
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as {}
@@ -56,12 +56,12 @@ test_grants_by_identity[note] if {
 }
 
 test_grants_none if {
-	d := authz.decision with input as _input("alice", "calculator", "add") with data.regate.grants as []
+	d := authz.decision with input as _input("alice", "calculator", "add") with data.regate.grants as _by_agent([])
 	_codes(d) == ["no_grant"]
 }
 
 test_grant_expired_message if {
-	d := authz.decision with input as _input("erin", "calculator", "add") with data.regate.grants as _identity_grants
+	d := authz.decision with input as _input("erin", "calculator", "add") with data.regate.grants as _by_agent(_identity_grants)
 	d.reasons[0].message == concat("", [
 		`the grant for caller "erin" on tool "add" of agent "calculator" expired `,
 		`(2026-11-01T00:00:00Z, 2026-11-02T00:00:00+01:00); ask a policy owner to renew it in policies/regate/data.json`,
@@ -107,7 +107,7 @@ test_grants_by_claims[note] if {
 		"no claims, no caller, no token claims": [_input("u", "open", "x"), "no_grant"],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _claim_grants
+		with data.regate.grants as _by_agent(_claim_grants)
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as {}
@@ -146,15 +146,16 @@ test_shipped_claim_grants[note] if {
 # these over the data in the bundle, so a misspelt key or a bad value
 # fails the check before it silently grants less (or nothing).
 test_shipped_grants_well_formed[note] if {
-	some i, grant in data.regate.grants
-	note := sprintf("%d %s", [i, object.get(grant, "note", "")])
-	is_string(grant.agent_id)
+	some agent_id, grants in data.regate.grants
+	is_array(grants)
+	some i, grant in grants
+	note := sprintf("%s %d %s", [agent_id, i, object.get(grant, "note", "")])
 	count(grant.tools) > 0
 	every tool in grant.tools {
 		is_string(tool)
 	}
 	every key in object.keys(grant) {
-		key in {"caller", "claims", "agent_id", "tools", "expires", "hours_utc", "weekdays", "note"}
+		key in {"caller", "claims", "tools", "expires", "hours_utc", "weekdays", "note"}
 	}
 	_names_someone(grant)
 	_claims_well_formed(grant)

@@ -33,7 +33,7 @@ test_obligations[note] if {
 		],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants_for(["slow", "quick"], ["calculator", "other"])
+		with data.regate.grants as _by_agent(_grants_for(["slow", "quick"], ["calculator", "other"]))
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as {}
@@ -54,7 +54,7 @@ test_obligations_on_deny[note] if {
 		],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as [{"caller": "slow", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "slow", "agent_id": "calculator", "tools": ["*"]}])
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as {"per_minute": 1, "retry_after_s": 60}

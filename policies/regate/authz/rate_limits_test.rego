@@ -28,7 +28,7 @@ test_rate_limits[note] if {
 		],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants_for(["alice", "busy", "blocked", "noted"], ["calculator"])
+		with data.regate.grants as _by_agent(_grants_for(["alice", "busy", "blocked", "noted"], ["calculator"]))
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as _rate_limits
@@ -41,7 +41,7 @@ test_rate_limits[note] if {
 
 test_rate_limits_message if {
 	d := authz.decision with input as _after("alice", 12)
-		with data.regate.grants as [{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}])
 		with data.regate.rate_limits as _rate_limits
 	d.reasons[0].message == `caller "alice" made 12 calls in the last minute and may make 10 a minute; retry later`
 }
@@ -49,7 +49,7 @@ test_rate_limits_message if {
 # Without rate-limit data, no call is limited.
 test_rate_limits_none if {
 	d := authz.decision with input as _after("alice", 1000000)
-		with data.regate.grants as [{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}])
 		with data.regate.rate_limits as {}
 	_codes(d) == ["granted"]
 }
@@ -128,7 +128,7 @@ test_tool_rate_limits[note] if {
 		],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants_for(["alice", "carol", "dave"], ["calculator", "other"])
+		with data.regate.grants as _by_agent(_grants_for(["alice", "carol", "dave"], ["calculator", "other"]))
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as _tool_rate_limits
@@ -140,7 +140,7 @@ test_tool_rate_limits[note] if {
 
 test_tool_rate_limits_message if {
 	d := authz.decision with input as _tool_after("alice", "calculator", "stats", 7)
-		with data.regate.grants as [{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}])
 		with data.regate.rate_limits as _tool_rate_limits
 	d.reasons[0].message == concat("", [
 		`caller "alice" made 7 calls to tool "stats" of agent "calculator" in the last minute `,
@@ -153,7 +153,7 @@ test_tool_rate_limits_message if {
 test_tool_rate_limits_none if {
 	doc := json.remove(_input("alice", "calculator", "stats"), ["usage/tool_calls_last_minute"])
 	d := authz.decision with input as doc
-		with data.regate.grants as [{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "alice", "agent_id": "calculator", "tools": ["*"]}])
 		with data.regate.rate_limits as {"per_minute": 10}
 	_codes(d) == ["granted"]
 }
@@ -195,7 +195,7 @@ test_rate_costs[note] if {
 		"not on a deny": [_input("mallory", "reports", "build"), "deny", {}],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants_for(["alice"], ["reports", "calculator", "cheap", "vault"])
+		with data.regate.grants as _by_agent(_grants_for(["alice"], ["reports", "calculator", "cheap", "vault"]))
 		with data.regate.risk as {"levels": ["destructive"], "approval_levels": ["destructive"], "tools": {"vault": {"*": "destructive"}}}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as _costs
@@ -209,7 +209,7 @@ test_rate_costs[note] if {
 # Without costs every call costs 1, and no obligation says so.
 test_rate_costs_none if {
 	d := authz.decision with input as _input("alice", "reports", "build")
-		with data.regate.grants as [{"caller": "alice", "agent_id": "reports", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "alice", "agent_id": "reports", "tools": ["*"]}])
 		with data.regate.rate_limits as {}
 		with data.regate.limits as {}
 		with data.regate.redact as {}

@@ -37,7 +37,7 @@ test_risk[note] if {
 		"not granted: deny, not approval": [_input("stranger", "store", "delete"), "deny", ["no_grant"]],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants_for(["ops-bot"], ["store", "vault", "legacy", "misc"])
+		with data.regate.grants as _by_agent(_grants_for(["ops-bot"], ["store", "vault", "legacy", "misc"]))
 		with data.regate.risk as _risk
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as {}
@@ -70,7 +70,7 @@ test_risk_messages[note] if {
 		])],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _grants_for(["ops-bot"], ["store", "legacy", "misc"])
+		with data.regate.grants as _by_agent(_grants_for(["ops-bot"], ["store", "legacy", "misc"]))
 		with data.regate.risk as _risk
 	[reason] := d.reasons
 	reason.message == want
@@ -79,7 +79,7 @@ test_risk_messages[note] if {
 # Approval keeps the allow's obligations (the call runs once approved).
 test_risk_obligations if {
 	d := authz.decision with input as _call("ops-bot", "store", "delete", {"arguments": {"token": "t"}})
-		with data.regate.grants as [{"caller": "ops-bot", "agent_id": "store", "tools": ["*"]}]
+		with data.regate.grants as _by_agent([{"caller": "ops-bot", "agent_id": "store", "tools": ["*"]}])
 		with data.regate.risk as _risk
 		with data.regate.limits as {"callers": {"ops-bot": {"timeout_s": 1}}}
 		with data.regate.redact as {"tools": {"*": {"*": ["token"]}}}

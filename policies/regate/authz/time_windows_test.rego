@@ -54,7 +54,7 @@ test_time_windows[note] if {
 		"missing time": [json.remove(_input("day", "reports", "read"), ["request/time"]), "no_grant"],
 	}
 	d := authz.decision with input as doc
-		with data.regate.grants as _window_grants
+		with data.regate.grants as _by_agent(_window_grants)
 		with data.regate.risk as {}
 		with data.regate.arguments as {}
 		with data.regate.rate_limits as {}
@@ -66,12 +66,12 @@ test_time_windows[note] if {
 
 # One grant expired, the other outside its window: both reasons, sorted by code.
 test_time_windows_and_expiry if {
-	d := authz.decision with input as _at("mixed", "2026-11-24T20:00:00Z") with data.regate.grants as _window_grants
+	d := authz.decision with input as _at("mixed", "2026-11-24T20:00:00Z") with data.regate.grants as _by_agent(_window_grants)
 	_codes(d) == ["grant_expired", "outside_time_window"]
 }
 
 test_time_windows_message if {
-	d := authz.decision with input as _at("two", "2026-11-24T13:00:00Z") with data.regate.grants as _window_grants
+	d := authz.decision with input as _at("two", "2026-11-24T13:00:00Z") with data.regate.grants as _by_agent(_window_grants)
 	d.reasons[0].message == concat("", [
 		`caller "two" may call tool "read" of agent "reports" only in its grants' time windows `,
 		`({"hours_utc":[14,18]}; {"hours_utc":[8,12]}); the request time 2026-11-24T13:00:00Z is outside them`,
@@ -80,7 +80,7 @@ test_time_windows_message if {
 
 test_time_windows_malformed_weekdays if {
 	d := authz.decision with input as _call("broken", "reports", "write", {"request": {"time": "2026-11-23T09:00:00Z"}})
-		with data.regate.grants as _window_grants
+		with data.regate.grants as _by_agent(_window_grants)
 	_codes(d) == ["outside_time_window"]
 }
 
@@ -97,8 +97,9 @@ test_shipped_time_windows[note] if {
 }
 
 test_shipped_windows_well_formed[note] if {
-	some i, grant in data.regate.grants
-	note := sprintf("%d %s", [i, object.get(grant, "note", "")])
+	some agent_id, grants in data.regate.grants
+	some i, grant in grants
+	note := sprintf("%s %d %s", [agent_id, i, object.get(grant, "note", "")])
 	_hours_well_formed(object.get(grant, "hours_utc", [0, 24]))
 	every day in object.get(grant, "weekdays", []) {
 		day in {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}

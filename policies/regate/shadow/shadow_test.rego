@@ -21,7 +21,7 @@ _input(caller, calls, arguments) := {
 
 # The enforced data every case starts from; each case's candidate replaces some of it.
 _enforced := {
-	"grants": [{"caller": "alice", "agent_id": "calculator", "tools": ["add"]}],
+	"grants": {"calculator": [{"caller": "alice", "tools": ["add"]}]},
 	"risk": {"levels": ["low", "destructive"], "approval_levels": ["destructive"], "tools": {}},
 	"arguments": {},
 	"rate_limits": {"per_minute": 10},
@@ -33,10 +33,10 @@ test_candidate_outcomes[note] if {
 	some note, [doc, candidate, want] in {
 		"no candidate, agrees on allow": [_input("alice", 0, {}), {}, ["allow", "allow"]],
 		"no candidate, agrees on deny": [_input("bob", 0, {}), {}, ["deny", "deny"]],
-		"candidate grants revoke alice": [_input("alice", 0, {}), {"grants": []}, ["allow", "deny"]],
+		"candidate grants revoke alice": [_input("alice", 0, {}), {"grants": {}}, ["allow", "deny"]],
 		"candidate grants add bob": [
 			_input("bob", 0, {}),
-			{"grants": [{"caller": "bob", "agent_id": "calculator", "tools": ["*"]}]},
+			{"grants": {"calculator": [{"caller": "bob", "tools": ["*"]}]}},
 			["deny", "allow"],
 		],
 		"candidate risk needs approval": [
