@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.lifecycle import STATES, AgentRecord, Approval, Revocation
+from gateway.state_db import connect_private
 
 FILE_NAME = "approvals.sqlite3"
 SCHEMA = f"""
@@ -36,23 +35,12 @@ CREATE TABLE IF NOT EXISTS agents (
 """
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(SCHEMA)
-    return conn
-
-
 class ApprovalStore:
     """Async front of the table; one writer thread, as for the audit store."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = _connect(path)
+        self._conn = connect_private(path, SCHEMA)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="approvals")
 
     async def all(self) -> dict[str, AgentRecord]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sqlite3
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from gateway.state_db import connect_private
 
 T = TypeVar("T")
 FILE_NAME = "call_approvals.sqlite3"
@@ -97,24 +97,12 @@ def _values(approval: CallApproval) -> tuple[Any, ...]:
     return tuple(row[name] for name in COLUMNS)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.executescript(SCHEMA)
-    return conn
-
-
 class CallApprovalStore:
     """Async front of the table; one thread owns the connection, as for the audit store."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = _connect(path)
+        self._conn = connect_private(path, SCHEMA)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="call-approvals")
 
     async def insert(self, approval: CallApproval) -> None:

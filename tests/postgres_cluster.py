@@ -15,11 +15,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from conftest import free_port
 from psycopg import sql
 
 from regate.settings import AuditSettings
@@ -189,3 +191,16 @@ class PostgresServer:
         )
         if done.returncode != 0:
             raise RuntimeError(f"{argv[0]} failed ({done.returncode}):\n{done.stderr}")
+
+
+@pytest.fixture(scope="module", name="server")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test module's own (import this fixture to use it)."""
+    pg = PostgresServer(server_bindir(), free_port())
+    try:
+        pg.init()
+        pg.start()
+        pg.create_database()
+        yield pg
+    finally:
+        pg.remove()

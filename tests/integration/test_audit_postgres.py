@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import RunningStack, free_port, start_stack, stop_stack
-from postgres_cluster import ROLE, PostgresServer, server_bindir
+from postgres_cluster import ROLE, PostgresServer, postgres_server  # noqa: F401 (fixture)
 from structlog.testing import capture_logs
 
 from gateway.audit import GENESIS, AuditRecord, AuditStore, record_hash
@@ -41,18 +41,6 @@ from regate.settings import AuditSettings
 from regate.supervisor import Service
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    pg = PostgresServer(server_bindir(), free_port())
-    try:
-        pg.init()
-        pg.start()
-        pg.create_database()
-        yield pg
-    finally:
-        pg.remove()
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import free_port
 from decision_records import FILTER_CASES, fill
-from postgres_cluster import PostgresServer, server_bindir
+from postgres_cluster import PostgresServer, postgres_server  # noqa: F401 (fixture)
 
 from gateway.audit import AuditStore
 from gateway.audit_postgres import PostgresChain
@@ -22,18 +21,6 @@ from gateway.errors import AuditUnavailable
 from regate.settings import AuditSettings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    pg = PostgresServer(server_bindir(), free_port())
-    try:
-        pg.init()
-        pg.start()
-        pg.create_database()
-        yield pg
-    finally:
-        pg.remove()
 
 
 @pytest.fixture(scope="module")
