@@ -454,17 +454,18 @@ async def show_call_approval(request: Request, catalog: Catalog, actor: str) -> 
 
 @authenticated
 async def approve_call(request: Request, catalog: Catalog, actor: str) -> Response:
-    body = await read_body(request, allowed={"reason"})
-    approvals = call_approvals_of(request)
-    approval = await approvals.approve(request.path_params["approval_id"], actor, reason_of(body))
-    log.info("call_approval_approved", approval_id=approval.approval_id, actor=actor)
-    return JSONResponse(admin_view(approval))
+    return await decide_call(request, actor, "approved")
 
 
 @authenticated
 async def deny_call(request: Request, catalog: Catalog, actor: str) -> Response:
+    return await decide_call(request, actor, "denied")
+
+
+async def decide_call(request: Request, actor: str, verdict: str) -> Response:
     body = await read_body(request, allowed={"reason"})
     approvals = call_approvals_of(request)
-    approval = await approvals.deny(request.path_params["approval_id"], actor, reason_of(body))
-    log.info("call_approval_denied", approval_id=approval.approval_id, actor=actor)
+    decide = approvals.approve if verdict == "approved" else approvals.deny
+    approval = await decide(request.path_params["approval_id"], actor, reason_of(body))
+    log.info(f"call_approval_{verdict}", approval_id=approval.approval_id, actor=actor)
     return JSONResponse(admin_view(approval))

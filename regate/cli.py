@@ -93,15 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("signed", type=Path)
     inspect.set_defaults(handler=cmd_manifest_inspect)
 
-    agents = sub.add_parser("agents", help="agents and their approval, via the admin API")
-    agents_sub = agents.add_subparsers(metavar="ACTION")
+    def admin_command_in(actions: Any) -> cli_approvals.AdminCommand:
+        """A factory of subcommands that talk to the admin API (`--url`, `--token-file`)."""
 
-    def admin_command(name: str, help: str, handler: object) -> argparse.ArgumentParser:
-        p = with_config(agents_sub.add_parser(name, help=help, description=help))
-        p.add_argument("--url", help="admin API address (default: [admin] listen)")
-        p.add_argument("--token-file", type=Path, help="default: [admin] token_file")
-        p.set_defaults(handler=handler)
-        return p
+        def admin_command(name: str, help: str, handler: object) -> argparse.ArgumentParser:
+            p = with_config(actions.add_parser(name, help=help, description=help))
+            p.add_argument("--url", help="admin API address (default: [admin] listen)")
+            p.add_argument("--token-file", type=Path, help="default: [admin] token_file")
+            p.set_defaults(handler=handler)
+            return p
+
+        return admin_command
+
+    agents = sub.add_parser("agents", help="agents and their approval, via the admin API")
+    admin_command = admin_command_in(agents.add_subparsers(metavar="ACTION"))
 
     alist = admin_command(
         "list", "every agent with its state, version, signer, digest", cmd_agents_list
@@ -128,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     arevoke.add_argument("agent")
     arevoke.add_argument("--reason", default="", help="recorded in the audit log")
 
-    cli_approvals.add_commands(sub, with_config)
+    approvals = sub.add_parser("approvals", help="approve or deny parked calls, via the admin API")
+    cli_approvals.add_commands(admin_command_in(approvals.add_subparsers(metavar="ACTION")))
 
     token = sub.add_parser("token", help="agent tokens").add_subparsers(metavar="ACTION")
     mint = token.add_parser("mint", help="sign a JWT (for tests and the demo)")

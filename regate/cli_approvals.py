@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from regate.settings import load_settings
@@ -18,19 +17,12 @@ from regate.settings import load_settings
 STATUSES = ("pending", "approved", "denied", "expired", "used")
 
 
-def add_commands(
-    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
-) -> None:
-    group = sub.add_parser("approvals", help="approve or deny parked calls, via the admin API")
-    actions = group.add_subparsers(metavar="ACTION")
+# (name, help, handler) -> the subcommand's parser, with --config, --url, --token-file.
+AdminCommand = Callable[[str, str, object], argparse.ArgumentParser]
 
-    def command(name: str, help: str, handler: object) -> argparse.ArgumentParser:
-        p = with_config(actions.add_parser(name, help=help, description=help))
-        p.add_argument("--url", help="admin API address (default: [admin] listen)")
-        p.add_argument("--token-file", type=Path, help="default: [admin] token_file")
-        p.set_defaults(handler=handler)
-        return p
 
+def add_commands(command: AdminCommand) -> None:
+    """`regate approvals ACTION`: `command` makes each action's parser (regate/cli.py)."""
     listing = command("list", "parked calls, newest first", cmd_list)
     listing.add_argument("--status", choices=STATUSES, help="only these (e.g. pending)")
     listing.add_argument("--json", action="store_true", help="print the API's JSON")
