@@ -198,7 +198,13 @@ class CallApprovals:
             if used is None:  # it moved on in another process: say how it is now
                 refuse_unless_approved(await self._observed(approval_id))
                 raise CallApprovalUsed(f"approval {approval_id} was used", approval_id=approval_id)
-            await self._audit("used", used, actor=binding.caller_sub, decision_id=decision_id)
+            try:
+                await self._audit("used", used, actor=binding.caller_sub, decision_id=decision_id)
+            except BaseException:
+                # Unrecorded, so unspent: the call will not run (the log refused it), and
+                # the caller may replay once the log takes writes again.
+                await self.store.transition(approval_id, from_statuses=("used",), to=approval)
+                raise
             return used
 
     # --- the admin's side (the admin API and the console) ---------------------

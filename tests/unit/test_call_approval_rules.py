@@ -20,6 +20,7 @@ from gateway.audit import AuditStore, verify_chain
 from gateway.call_approval_store import CallApprovalStore
 from gateway.call_approvals import Binding, CallApprovals, admin_view, caller_view
 from gateway.errors import (
+    AuditUnavailable,
     CallApprovalDecided,
     CallApprovalDenied,
     CallApprovalExpired,
@@ -137,6 +138,31 @@ def test_the_whole_life_of_an_approval(world: World) -> None:
     assert events[1]["reason"] == "ticket 7"
     assert events[2]["decision_id"] == "d-replay"
     assert verify_chain(world.root / "audit.sqlite3").ok
+
+
+def test_a_replay_the_log_refuses_does_not_spend_the_approval(world: World) -> None:
+    """The 'used' record is written after the approval is spent; if the audit store
+    refuses it (here: another writer holds its lock), the call is refused (503) and
+    the approval is approved again, so nothing is half-done."""
+
+    async def scenario(approvals: CallApprovals) -> str:
+        approval_id = await park(approvals)
+        await approvals.approve(approval_id, "ops", "ticket 8")
+        blocker = sqlite3.connect(world.root / "audit.sqlite3", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(AuditUnavailable):
+                await approvals.redeem(approval_id, BINDING, "d-refused")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert (await approvals.get(approval_id)).status == "approved"
+        used = await approvals.redeem(approval_id, BINDING, "d-replay")
+        assert used.used_by_decision == "d-replay"
+        return approval_id
+
+    approval_id = world.run(scenario)
+    assert [e["event"] for e in world.events(approval_id)] == ["parked", "approved", "used"]
 
 
 def test_denied_is_final(world: World) -> None:
