@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -204,6 +205,12 @@ async def run(request: Request) -> Response:
         filtered = redact(outcome.result)
         outcome.result = filtered.value
         outcome.metrics["redactions"] = filtered.count
+    return JSONResponse(outcome.as_json(), background=BackgroundTask(log_run, grant, tool, outcome))
+
+
+async def log_run(grant: Grant, tool: ToolHealth, outcome: RunOutcome) -> None:
+    """The run's log line, written once the answer is on its way (in the request's
+    task, after the response): the caller does not wait for it."""
     log.info(
         "tool_run",
         decision_id=grant.decision_id,
@@ -212,7 +219,6 @@ async def run(request: Request) -> Response:
         error=outcome.error,
         metrics=outcome.metrics,
     )
-    return JSONResponse(outcome.as_json())
 
 
 async def run_in_sandbox(state: RunnerState, key: PoolKey, arguments: dict[str, Any]) -> RunOutcome:

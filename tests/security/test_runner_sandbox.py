@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -84,6 +85,29 @@ def test_a_grant_runs_once(stack: RunningStack) -> None:
     replay = run(stack, grant, {})
     assert replay.status_code == 409
     assert replay.json()["error"]["code"] == "grant_replayed"
+
+
+def tool_run_lines(stack: RunningStack, decision_id: str) -> list[dict[str, Any]]:
+    lines = (stack.root / "logs" / "runner.log").read_text(errors="replace").splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    return [
+        r for r in records if r.get("event") == "tool_run" and r.get("decision_id") == decision_id
+    ]
+
+
+def test_each_run_is_logged_after_its_answer(stack: RunningStack) -> None:
+    decision_id = f"logged-{time.monotonic_ns()}"
+    response = run(stack, grant_for(stack, {}, decision_id=decision_id), {})
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 10  # the line follows the answer, not before it
+    while not (lines := tool_run_lines(stack, decision_id)):
+        assert time.monotonic() < deadline, "no tool_run line for the run"
+        time.sleep(0.05)
+    assert len(lines) == 1, lines
+    assert lines[0]["tool"] == "sleepy.probe"
+    assert lines[0]["ok"] is True
+    assert lines[0]["metrics"] == response.json()["metrics"]
+    assert lines[0]["request_id"] == response.headers["x-request-id"]
 
 
 class Canary:
