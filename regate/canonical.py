@@ -38,7 +38,7 @@ def _fast_path_holds(value: Any) -> bool:
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
-        return -_INT_MAX <= value <= _INT_MAX
+        return bool(-_INT_MAX <= value <= _INT_MAX)
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str or not key.isascii() or not _fast_path_holds(item):
