@@ -34,7 +34,7 @@ from gateway.errors import CallParked
 from gateway.mcp import mcp_endpoint
 from gateway.mcp_sessions import SessionStore
 from gateway.pipeline import Call, Pipeline
-from gateway.policy import PolicyClient
+from gateway.policy import PolicyClient, opa_session
 from gateway.request_facts import request_facts
 from gateway.runner_client import RunnerClient
 from gateway.shadow import ShadowPolicy
@@ -61,15 +61,16 @@ def create_app(
     settings: Settings,
     *,
     admin_link: AdminLink | None = None,
-    opa_transport: httpx.AsyncBaseTransport | None = None,
     runner_transport: httpx.AsyncBaseTransport | None = None,
     jwks_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        opa = opa_session(settings.opa.url)  # the decision path's own client
+        # The shadow policy's sampled second question: httpx, off the hot path.
         opa_http = httpx.AsyncClient(
             base_url=settings.opa.url.base_url,
-            transport=opa_transport or fast_transport(settings.opa.url),
+            transport=fast_transport(settings.opa.url),
         )
         runner_http = httpx.AsyncClient(
             base_url=settings.runner.url.base_url,
@@ -104,7 +105,8 @@ def create_app(
             ),
             agents=catalog.registry,
             policy=PolicyClient(
-                opa_http,
+                opa,
+                settings.opa.url.base_url,
                 timeout_s=settings.opa.timeout_s,
                 breaker=CircuitBreaker(
                     "opa",
@@ -131,6 +133,7 @@ def create_app(
         try:
             yield {"pipeline": pipeline, "settings": settings, "mcp_sessions": SessionStore()}
         finally:
+            await opa.close()
             await opa_http.aclose()
             await runner_http.aclose()
             await jwks_http.aclose()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import httpx
 import uvicorn
 from conftest import free_port
@@ -114,7 +115,8 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
         approvals = ApprovalStore(own_dir / "approvals.db")
         catalog = Catalog(services.manifests, approvals, audit)
         await catalog.start()
-        opa_http = httpx.AsyncClient(base_url=services.opa_url)
+        opa_http = httpx.AsyncClient(base_url=services.opa_url)  # the shadow policy's
+        opa = aiohttp.ClientSession()  # the decision client's
         runner_http = httpx.AsyncClient(
             base_url="http://runner",
             transport=httpx.AsyncHTTPTransport(uds=str(services.runner_uds or "/nonexistent")),
@@ -134,7 +136,7 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
                 "shadow": shadow,
                 "catalog": catalog,
                 "decisions": SqliteDecisionLog(services.audit_db),
-                "policy": PolicyClient(opa_http, timeout_s=2.0),
+                "policy": PolicyClient(opa, services.opa_url, timeout_s=2.0),
                 "runner": RunnerClient(runner_http),
                 "input_schema": InputSchema.load(services.policies_dir),
             }
@@ -142,6 +144,7 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
             if call_store is not None:
                 await call_store.close()
             await opa_http.aclose()
+            await opa.close()
             await runner_http.aclose()
             await approvals.close()
             await audit.close()

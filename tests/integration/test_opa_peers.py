@@ -1,6 +1,6 @@
 """The OPA client against real misbehaving peers on loopback: refused, slow, hung up.
 
-These go through the gateway's own transport (`fast_transport`, aiohttp), so what is
+These go through the gateway's own client (`opa_session`, aiohttp), so what is
 tested is what runs: a refused connection, a peer that holds the request past the
 deadline, a peer that drops the connection. Each is a 503 deny with its cause.
 """
@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 from conftest import free_port
 from peers import SlowOpa
 
-from gateway.app import fast_transport
 from gateway.breaker import CircuitBreaker
 from gateway.errors import PolicyUnavailable
-from gateway.policy import PolicyClient
+from gateway.policy import PolicyClient, opa_session
 from regate.settings import Address
 
 pytestmark = pytest.mark.integration
@@ -32,10 +30,8 @@ def causes(port: int, calls: int, *, threshold: int = 5, timeout_s: float = 0.3)
     async def run() -> list[str]:
         address = Address(host="127.0.0.1", port=port)
         breaker = CircuitBreaker("opa", failure_threshold=threshold, cooldown_s=60)
-        async with httpx.AsyncClient(
-            base_url=address.base_url, transport=fast_transport(address)
-        ) as client:
-            policy = PolicyClient(client, timeout_s=timeout_s, breaker=breaker)
+        async with opa_session(address) as session:
+            policy = PolicyClient(session, address.base_url, timeout_s=timeout_s, breaker=breaker)
             seen = []
             for _ in range(calls):
                 try:

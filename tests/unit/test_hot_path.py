@@ -7,17 +7,14 @@ from a prepared URL. None of them may change a result or weaken a check.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway import arguments
 from gateway.audit import hash_with_body, record_hash
 from gateway.errors import InvalidArguments
-from gateway.policy import DECISION_PATH, PolicyClient
 from regate import crypto
 from regate.canonical import canonical_json, sha256_hex
 
@@ -84,26 +81,3 @@ def test_a_schema_is_compiled_once_per_schema_object_and_each_keeps_its_own_rule
         arguments.validate_arguments(stricter, {"a": 5})
     with pytest.raises(InvalidArguments, match="required"):
         arguments.validate_arguments(schema, {})
-
-
-def test_the_prepared_opa_request_asks_the_decision_with_provenance_and_the_input() -> None:
-    seen: list[httpx.Request] = []
-
-    def opa(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"result": {"outcome": "deny", "reasons": []}})
-
-    async def run() -> None:
-        transport = httpx.MockTransport(opa)
-        async with httpx.AsyncClient(base_url="http://opa.test", transport=transport) as client:
-            policy = PolicyClient(client, timeout_s=0.5)
-            for n in range(2):
-                decision = await policy.decide({"n": n})
-                assert decision.outcome == "deny"
-
-    asyncio.run(run())
-    assert [r.url.path for r in seen] == [DECISION_PATH, DECISION_PATH]
-    assert all(r.url.params["provenance"] == "true" for r in seen)
-    assert [r.headers["content-type"] for r in seen] == ["application/json"] * 2
-    assert [r.content for r in seen] == [b'{"input": {"n": 0}}', b'{"input": {"n": 1}}']
-    assert seen[0].extensions["timeout"]["read"] == 0.5

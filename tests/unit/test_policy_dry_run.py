@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from conftest import REPO, free_port
 
 from gateway.errors import PolicyUnavailable
-from gateway.policy import PolicyClient
+from gateway.policy import PolicyClient, opa_session
 from gateway.policy_dry_run import (
     MAX_INPUT_BYTES,
     DryRunUnavailable,
@@ -22,12 +22,14 @@ from gateway.policy_dry_run import (
     parse_input,
 )
 from regate.errors import BadRequest
+from regate.settings import Address
 
 
-def unreachable_opa() -> tuple[httpx.AsyncClient, PolicyClient]:
+def unreachable_opa() -> tuple[aiohttp.ClientSession, PolicyClient]:
     # A port nobody listens on: connections are refused at once.
-    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port()}")
-    return client, PolicyClient(client, timeout_s=1.0)
+    address = Address(host="127.0.0.1", port=free_port())
+    session = opa_session(address)
+    return session, PolicyClient(session, address.base_url, timeout_s=1.0)
 
 
 def test_status_of_an_unreachable_opa_is_a_status_not_an_error() -> None:
