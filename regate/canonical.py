@@ -12,12 +12,14 @@ import rfc8785
 _INT_MAX = 2**53 - 1
 
 # For values made only of dicts with ASCII keys, lists, strings, safe integers,
-# booleans and null, the stdlib's C encoder writes exactly RFC 8785's bytes: the same
-# escapes (", \ and control characters, short forms for \b \f \n \r \t, lowercase
-# \u00xx otherwise), and ASCII keys sort the same by code point as by UTF-16 unit.
-# Floats (ECMAScript number formatting), non-ASCII keys (UTF-16 order) and any other
-# type go to rfc8785. `_fast_path_holds` decides; tests compare the two on hostile
-# values.
+# booleans, null and "plain" floats, the stdlib's C encoder writes exactly RFC 8785's
+# bytes: the same escapes (", \ and control characters, short forms for \b \f \n \r
+# \t, lowercase \u00xx otherwise); ASCII keys sort the same by code point as by
+# UTF-16 unit; and a float that is not integral with 1e-4 <= |f| < 1e16 has the same
+# shortest round-trip digits in fixed notation in Python's repr and in ECMAScript's
+# Number::toString (timings such as 0.123 ms). Other floats (1.0 vs 1, exponents),
+# non-ASCII keys (UTF-16 order) and any other type go to rfc8785. `_fast_path_holds`
+# decides; tests compare the two on hostile values.
 _encode_plain = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False
 ).encode
@@ -39,6 +41,8 @@ def _fast_path_holds(value: Any) -> bool:
         return True
     if kind is int:
         return bool(-_INT_MAX <= value <= _INT_MAX)
+    if kind is float:
+        return bool(1e-4 <= abs(value) < 1e16 and not value.is_integer())
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str or not key.isascii() or not _fast_path_holds(item):

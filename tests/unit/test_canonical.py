@@ -47,6 +47,9 @@ def random_value(rng: random.Random, depth: int = 0) -> Any:
         [
             None, True, False, 0, -1, 2**53 - 1, -(2**53) + 1, 2**53, -(2**53),
             0.0, -0.0, 1.0, 1.5, 1e16, 1e21, 1e-7, 5e-324, float("inf"), float("nan"),
+            0.1, 1e-4, 0.00012, 9.999e-5, -123.456, 1e15 + 0.5, 9007199254740993.0,
+            rng.uniform(-1e6, 1e6), round(rng.uniform(0, 50), 3), rng.uniform(-1e-3, 1e-3),
+            rng.uniform(1e15, 1e17), 10 ** rng.uniform(-8, 22),
             random_text(rng), random_text(rng),
         ]
     )  # fmt: skip
@@ -87,5 +90,23 @@ def test_types_json_would_coerce_are_left_to_rfc8785() -> None:
     for value in [{"c": Color.RED}, {"n": Count(3)}, {"t": (1, "x")}]:
         assert ours_or_error(value) == rfc8785_or_error(value)
     assert not _fast_path_holds({"c": Color.RED})
-    assert not _fast_path_holds(1.5)
+    assert not _fast_path_holds(1.0)  # Python writes 1.0, RFC 8785 writes 1
+    assert _fast_path_holds({"stages_ms": {"opa": 0.731}})
     assert not _fast_path_holds({"é": 1})
+
+
+def test_floats_on_the_fast_path_are_written_as_rfc8785_writes_them() -> None:
+    rng = random.Random(754)  # noqa: S311 - a reproducible corpus, not a secret
+    checked = 0
+    for _ in range(20000):
+        value = rng.choice(
+            [
+                rng.uniform(-1e6, 1e6),
+                10 ** rng.uniform(-10, 20) * rng.choice([1, -1]),
+                round(rng.uniform(0, 100), rng.randint(0, 6)),  # timings in ms
+                rng.getrandbits(60) / 2 ** rng.randint(0, 60),
+            ]
+        )
+        checked += _fast_path_holds(value)
+        assert canonical_json(value) == rfc8785.dumps(value), value
+    assert checked > 10000  # most took the fast path
