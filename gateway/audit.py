@@ -280,7 +280,11 @@ class AuditStore:
             self._pending.append(_Pending(Entry(kind, decision_id, body), future, loop))
             self._wake.notify()
         record = await future
-        log.info("audit_record", kind=kind, seq=record.seq, record=dict(body))
+        # The record itself is in the store (`regate audit tail|export`): the log says
+        # that it was written, not what it says, so caller input is not copied out.
+        log.info(
+            "audit_record", kind=kind, seq=record.seq, decision_id=decision_id, hash=record.hash
+        )
         return record
 
     def _write_loop(self) -> None:
@@ -327,8 +331,7 @@ class AuditStore:
                 "the decision could not be recorded, so the call was refused; retry later"
             )
             refusal.__cause__ = exc
-            for item in batch:
-                item.loop.call_soon_threadsafe(_settle, item.future, None, refusal)
+            _settle_batch([(item, None, refusal) for item in batch])
             return
         self.commits += 1
         if checkpoint is not None:
@@ -341,8 +344,7 @@ class AuditStore:
                 head=checkpoint.head,
                 signed_at=checkpoint.signed_at,
             )
-        for item, record in zip(batch, records, strict=True):
-            item.loop.call_soon_threadsafe(_settle, item.future, record, None)
+        _settle_batch([(item, r, None) for item, r in zip(batch, records, strict=True)])
 
     async def healthy(self) -> bool:
         """For /readyz: the writer thread is alive and the store takes writes."""
@@ -356,16 +358,28 @@ class AuditStore:
         self._chain.close()
 
 
-def _settle(
-    future: asyncio.Future[AuditRecord], record: AuditRecord | None, exc: BaseException | None
-) -> None:
-    if future.done():
-        return  # the caller went away (cancelled); the record is written regardless
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        assert record is not None
-        future.set_result(record)
+_Outcome = tuple["_Pending", AuditRecord | None, BaseException | None]
+
+
+def _settle_batch(outcomes: list[_Outcome]) -> None:
+    """Hand each waiting caller its record (or the refusal): one wake-up per event
+    loop for the whole batch, not one per record."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for item, record, exc in outcomes:
+        if item.future.done():
+            continue  # the caller went away (cancelled); the record is written regardless
+        if exc is not None:
+            item.future.set_exception(exc)
+        else:
+            assert record is not None
+            item.future.set_result(record)
 
 
 def iter_records(conn: sqlite3.Connection, *, after: int | None = None) -> Iterator[AuditRecord]:
