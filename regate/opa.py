@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from regate.settings import Address
@@ -57,3 +58,8 @@ def sidecar_argv(binary: str, listen: Address, policies_dir: Path) -> list[str]:
         "--log-format", "json",
         "--skip-version-check",  # never call out of this machine
     ]  # fmt: skip
+
+
+def sidecar_env(gogc: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """The sidecar's environment: ours, with GOGC set unless the operator set it."""
+    return {"GOGC": str(gogc), **environ}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from typing import IO, Any
 
 import httpx
 
-from regate.opa import find_opa, sidecar_argv
+from regate.opa import find_opa, sidecar_argv, sidecar_env
 from regate.serve import prepare_unix_socket
 from regate.settings import Address, Settings
 
@@ -29,6 +30,7 @@ class Service:
     argv: list[str]
     address: Address
     ready_path: str
+    env: dict[str, str] | None = None  # None: ours
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
     log_path: Path | None = None
@@ -63,7 +65,11 @@ class Stack:
         runner, gateway = self.settings.runner, self.settings.gateway
         return [
             Service(
-                "opa", sidecar_argv(opa_binary, opa.listen, opa.policies_dir), opa.listen, "/health"
+                "opa",
+                sidecar_argv(opa_binary, opa.listen, opa.policies_dir),
+                opa.listen,
+                "/health",
+                env=sidecar_env(opa.gogc, os.environ),
             ),
             Service("runner", [*regate, "runner", *config], runner.listen, "/healthz"),
             Service("gateway", [*regate, "gateway", *config], gateway.listen, "/readyz"),
@@ -86,7 +92,7 @@ class Stack:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             service.log_path = self.log_dir / f"{service.name}.log"
             service.log_file = out = service.log_path.open("ab")
-        service.process = subprocess.Popen(service.argv, stdout=out, stderr=out)
+        service.process = subprocess.Popen(service.argv, stdout=out, stderr=out, env=service.env)
         self.services.append(service)
         wait_ready(service, timeout_s)
 

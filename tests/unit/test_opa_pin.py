@@ -60,3 +60,8 @@ def test_missing_or_wrong_opa_says_what_to_install(
     monkeypatch.setenv("REGATE_OPA", str(fake))
     with pytest.raises(opa.OpaNotFound):
         opa.find_opa()  # the wrong version is never used
+
+
+def test_sidecar_env_sets_gogc_unless_the_operator_did() -> None:
+    assert opa.sidecar_env(400, {"PATH": "/usr/bin"}) == {"GOGC": "400", "PATH": "/usr/bin"}
+    assert opa.sidecar_env(400, {"GOGC": "off"})["GOGC"] == "off"
