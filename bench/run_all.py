@@ -10,7 +10,8 @@ figures are ratios that survive a noisy machine):
                          bench/pooled_call.py: where a pooled call's time goes
   2. decision path       bench/decision_path.py: hello endpoint on the same server
                          stack, OPA queried directly, denied calls (OPA over TCP and
-                         over a unix socket), with CPU per request
+                         over a unix socket), with CPU per request;
+                         bench/opa_clients.py: the hop to OPA with each HTTP client
   3. growth              bench/growth.py: grants in policy data, the audit log at
                          N records, memory over a soak
 
@@ -68,6 +69,7 @@ def main(full: bool) -> None:
     run("Sandboxed calls", "sandbox_startup.py", "--runs", "40")
     run("A pooled call, in-process", "pooled_call.py", "--runs", "25")
     run("Decision path", "decision_path.py", "--concurrency", "8", "--duration", "5")
+    run("The hop to OPA, by HTTP client", "opa_clients.py", "--requests", "2000")
     records = "1000000" if full else "250000"
     soak = "600" if full else "60"
     run(
