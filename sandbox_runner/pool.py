@@ -14,8 +14,9 @@ used ones, so memory follows the tools in use, not every tool the runner knows.
 
 A background task keeps each pool full: it drops sandboxes that died while
 waiting (killed, out of memory) and starts replacements. Starting one forks the
-runner, which stalls its event loop for a moment, so refills run between calls
-when it can (after each call ends, or `check_s` at the latest). A tool whose
+runner (from a worker thread: sandbox_runner/spawn.py) and costs the machine a
+sandbox's start-up CPU, so refills run between calls when they can (after each
+call ends, or `check_s` at the latest). A tool whose
 sandboxes fail to start, or die while waiting, is retried with a growing back-off.
 """
 

@@ -31,6 +31,7 @@ from sandbox_runner.cgroups import CallCgroup, CgroupSupport
 from sandbox_runner.limits import TMPFS_MB, Limits
 from sandbox_runner.nsjail import find_nsjail, nsjail_argv
 from sandbox_runner.outcome import Observed, RunOutcome, classify
+from sandbox_runner.spawn import ChildProcess, spawn
 
 STDERR_CAP = 8 * 1024
 FILE_SIZE_CAP = 8 * 1024 * 1024  # below the tmpfs size, so it is what a big file hits
@@ -129,7 +130,7 @@ class Started:
     tears it down unused. Nothing is ever handed to a second call.
     """
 
-    proc: asyncio.subprocess.Process
+    proc: ChildProcess
     cgroup: CallCgroup | None
     info_fd: int  # bwrap's --info-fd (read end): who the sandbox's pid 1 is
     limits: Limits
@@ -206,7 +207,7 @@ async def discard(started: Started) -> None:
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(KILL_GRACE_S):
-                await started.proc.communicate()  # drains the pipes and reaps it
+                await started.proc.drain_and_wait()
     finally:
         _tear_down(started)
 
@@ -247,13 +248,9 @@ async def _spawn(
         argv = bwrap_argv(binary, tool_dir, entrypoint, seccomp_fd=seccomp_fd, info_fd=info_write)
     started = time.perf_counter()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        proc = await spawn(
+            argv,
             env={},  # bwrap itself, and so /proc/1/environ inside, holds nothing of ours
-            start_new_session=True,
             pass_fds=(seccomp_fd, info_write),
             preexec_fn=_child_setup(sandbox, limits, cgroup.proc_files() if cgroup else []),
         )
@@ -298,8 +295,8 @@ async def _supervise(started: Started, arguments: Mapping[str, Any], limits: Lim
         except (BrokenPipeError, ConnectionResetError):
             pass  # the tool did not read its arguments; its exit status tells the rest
 
-    # Both readers always read to EOF (discarding past their caps): on Python 3.11
-    # `proc.wait()` only returns once every pipe is drained.
+    # Both readers always read to EOF (discarding past their caps): an answer is
+    # complete at the end of stdout and the exit status, never before.
     async def read_stdout() -> bytes:
         nonlocal over_cap
         assert proc.stdout is not None
