@@ -47,9 +47,9 @@ async def pooled(runs: int, interval_s: float) -> dict[str, list[float]]:
         finally:
             times["  supervise"].append((time.perf_counter() - began) * 1000)
 
-    def timed_tear_down(started: Started) -> None:
+    async def timed_tear_down(started: Started) -> None:
         began = time.perf_counter()
-        tear_down(started)
+        await tear_down(started)
         times["  tear down"].append((time.perf_counter() - began) * 1000)
 
     async def start_for(key: PoolKey) -> Started:

@@ -157,18 +157,24 @@ class CallCgroup:
     def pids_hit(self) -> bool:
         return _keyed(self.pids_dir / "pids.events").get("max", 0) > 0
 
-    def kill_all(self) -> None:
-        """SIGKILL every process left in the call's groups (daemons, orphans)."""
+    def kill_members(self) -> bool:
+        """SIGKILL every process left in the call's groups (daemons, orphans, the
+        sandbox's init still exiting); whether there was any."""
         if self.support.version == 2 and (self.memory_dir / "cgroup.kill").exists():
             with contextlib.suppress(OSError):
                 (self.memory_dir / "cgroup.kill").write_text("1")
+        pids = self.members()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return bool(pids)
+
+    def kill_all(self) -> None:
+        """`kill_members` until the groups are empty (0.5 s at most). It sleeps: for
+        worker threads and error paths (a call's answer polls; see sandbox.py)."""
         for _ in range(50):
-            pids = self.members()
-            if not pids:
+            if not self.kill_members():
                 return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
             time.sleep(0.01)
 
     def members(self) -> set[int]:

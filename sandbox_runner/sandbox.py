@@ -37,6 +37,8 @@ STDERR_CAP = 8 * 1024
 FILE_SIZE_CAP = 8 * 1024 * 1024  # below the tmpfs size, so it is what a big file hits
 OPEN_FILES_CAP = 64
 KILL_GRACE_S = 2.0
+EMPTY_WAIT_S = 0.5  # for the call's groups to empty after the tool's exit
+EMPTY_POLL_S = 0.0005
 # Processes one sandbox itself needs besides the tool's (bwrap, its init).
 SANDBOX_OVERHEAD_PIDS = 4
 
@@ -198,7 +200,7 @@ async def finish(sandbox: Sandbox, started: Started, arguments: Mapping[str, Any
                 metrics["cpu_ms"] = round(seen.cpu_s * 1000, 1)
         return classify(started.limits, seen, metrics)
     finally:
-        _tear_down(started)
+        await _tear_down(started)
 
 
 async def discard(started: Started) -> None:
@@ -209,17 +211,28 @@ async def discard(started: Started) -> None:
             async with asyncio.timeout(KILL_GRACE_S):
                 await started.proc.drain_and_wait()
     finally:
-        _tear_down(started)
+        await _tear_down(started)
 
 
-def _tear_down(started: Started) -> None:
+async def _tear_down(started: Started) -> None:
     with contextlib.suppress(OSError):
         os.close(started.info_fd)
-    if started.cgroup is not None:
-        # Nothing of the call survives its answer; removing the emptied groups
-        # (which the kernel may refuse for some ms while it uncharges) can wait.
-        started.cgroup.kill_all()
-        _in_background(started.cgroup.remove)
+    cgroup = started.cgroup
+    if cgroup is None:
+        return
+    # Nothing of the call survives its answer: what is left in its groups (most
+    # often bwrap's init, still exiting for a fraction of a ms) is killed, and the
+    # answer waits until it is gone, polled so the runner keeps serving meanwhile.
+    # Removing the emptied groups (the kernel may refuse for some ms while it
+    # uncharges) can wait.
+    deadline = time.monotonic() + EMPTY_WAIT_S
+    try:
+        while time.monotonic() < deadline:
+            if not cgroup.kill_members():
+                break
+            await asyncio.sleep(EMPTY_POLL_S)  # the kernel's to do: no event to await
+    finally:
+        _in_background(cgroup.remove)
 
 
 _background: set[asyncio.Future[None]] = set()
