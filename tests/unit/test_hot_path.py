@@ -1,8 +1,9 @@
 """The decision path's shortcuts (docs/benchmarks.md) give the same answers as the long way.
 
 Each one skips repeated work: the audit hash reuses the body's canonical JSON, a
-public key is parsed once, a schema is compiled once, the OPA request is built
-from a prepared URL. None of them may change a result or weaken a check.
+public or private key is parsed once, a schema is compiled once. (canonical_json's
+fast path is compared with rfc8785 in test_canonical.py.) None of them may change a
+result or weaken a check.
 """
 
 from __future__ import annotations
@@ -67,6 +68,18 @@ def test_a_public_key_is_parsed_once_and_still_only_verifies_its_own_signatures(
     # The cache is keyed by the key material, not the kid: the other key verifies its own.
     _, other_public = crypto.generate_ec_key("k1")
     assert crypto._public_key(other_public, "ES256") is not crypto._public_key(public, "ES256")
+
+
+def test_a_signing_key_is_parsed_once_and_each_key_signs_as_itself() -> None:
+    private, public = crypto.generate_ec_key("k1")
+    other_private, other_public = crypto.generate_ec_key("k1")  # same kid, different key
+    assert crypto._signing_key(private, "ES256") is crypto._signing_key(dict(private), "ES256")
+    assert crypto._signing_key(other_private, "ES256") is not crypto._signing_key(private, "ES256")
+    for _ in range(2):  # the second signature uses the cached key
+        assert verify(crypto.sign_jwt(claims(), private), public)["sub"] == "s"
+        assert verify(crypto.sign_jwt(claims(), other_private), other_public)["sub"] == "s"
+        with pytest.raises(crypto.CryptoError, match="token rejected"):
+            verify(crypto.sign_jwt(claims(), other_private), public)
 
 
 def test_a_schema_is_compiled_once_per_schema_object_and_each_keeps_its_own_rules() -> None:
