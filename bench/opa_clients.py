@@ -9,7 +9,7 @@ the input and decoding the answer as the gateway does:
 
   httpx                 httpx.AsyncClient, its default transport (httpcore)
   httpx + aiohttp       httpx.AsyncClient on httpx_aiohttp's AiohttpTransport
-  aiohttp (gateway)     the gateway's own PolicyClient.decide on opa_session
+  aiohttp (gateway)     the gateway's own PolicyClient.decide on sidecar_session
   raw asyncio stream    hand-written HTTP/1.1 on one asyncio stream, a floor only
 
 c=1: one request at a time; `cpu us` is this process's CPU per request
@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decision_path import opa_input
 from stack import REPO, free_port
 
-from gateway.policy import DECISION_PATH, PolicyClient, opa_session
+from gateway.policy import DECISION_PATH, PolicyClient
+from gateway.sidecar_http import sidecar_session
 from regate.opa import find_opa, sidecar_env
 from regate.settings import Address
 
@@ -73,7 +74,7 @@ def httpx_client(
 
 
 def gateway_client(address: Address) -> tuple[Send, Callable[[], Awaitable[None]]]:
-    session = opa_session(address)
+    session = sidecar_session(address)
     policy = PolicyClient(session, address.base_url, timeout_s=5)
 
     async def send() -> None:

@@ -7,9 +7,7 @@ exchange (`timeout_s`), and goes through a circuit breaker (gateway/breaker.py):
 OPA has failed to answer several times in a row, calls are denied at once instead of
 each waiting out its own timeout against a dead sidecar.
 
-The client is aiohttp's, not httpx's: this is one request per decision, and on
-loopback httpx's client over an aiohttp transport spent ~460 us of gateway CPU per
-decision against ~185 us for aiohttp alone (docs/benchmarks.md).
+The client is aiohttp's (gateway/sidecar_http.py says why).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import structlog
 
 from gateway.breaker import BreakerOpen, CircuitBreaker
 from gateway.errors import PolicyUnavailable
-from regate.settings import Address
 
 log = structlog.get_logger("regate.policy")
 
@@ -76,17 +73,6 @@ class PolicyStatus:
             "decision_path": DECISION_PATH,
             "opa_version": self.opa_version or None,
         }
-
-
-def opa_session(address: Address) -> aiohttp.ClientSession:
-    """A keep-alive connection pool to OPA, over TCP or its unix socket."""
-    connector: aiohttp.BaseConnector = (
-        aiohttp.UnixConnector(path=str(address.uds)) if address.uds else aiohttp.TCPConnector()
-    )
-    # No compressed answers (CPU for nothing on loopback), no User-Agent.
-    return aiohttp.ClientSession(
-        connector=connector, skip_auto_headers=("Accept-Encoding", "User-Agent")
-    )
 
 
 @dataclass(frozen=True)

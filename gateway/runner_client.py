@@ -1,11 +1,16 @@
-"""The sandbox runner client: hand over a grant and the arguments, get a run result."""
+"""The sandbox runner client: hand over a grant and the arguments, get a run result.
+
+Over aiohttp, as the OPA client (gateway/sidecar_http.py says why).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 
 from gateway.errors import RunnerUnavailable
@@ -17,30 +22,28 @@ OVERHEAD_S = 10.0
 
 
 class RunnerClient:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
 
     async def run(
         self, grant: str, arguments: Mapping[str, Any], *, tool_timeout_s: float
     ) -> dict[str, Any]:
         try:
-            response = await self._client.post(
+            status, body = await self._exchange(
+                "POST",
                 "/v1/run",
-                json={"arguments": arguments},
-                headers={"Authorization": f"Bearer {grant}"},
-                timeout=httpx.Timeout(tool_timeout_s + OVERHEAD_S, connect=2.0),
+                deadline_s=tool_timeout_s + OVERHEAD_S,
+                data=json.dumps({"arguments": arguments}).encode(),
+                headers={"Authorization": f"Bearer {grant}", "Content-Type": "application/json"},
             )
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             log.error("runner_unreachable", error=f"{type(exc).__name__}: {exc}")
             raise RunnerUnavailable(
                 "the sandbox runner could not be reached; the tool did not run", cause="unreachable"
             ) from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code != 200 or not _is_result(body):
-            log.error("runner_error", status=response.status_code, body=str(body)[:500])
+        if status != 200 or not _is_result(body):
+            log.error("runner_error", status=status, body=str(body)[:500])
             raise RunnerUnavailable(
                 "the sandbox runner refused or failed the run; the tool's result is unknown",
                 cause="runner_error",
@@ -50,23 +53,22 @@ class RunnerClient:
 
     async def healthy(self) -> bool:
         try:
-            response = await self._client.get("/healthz", timeout=2.0)
-        except httpx.HTTPError:
+            status, _ = await self._exchange("GET", "/healthz", deadline_s=QUICK_S)
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return response.status_code == 200
+        return status == 200
 
     async def tools(self) -> dict[str, Any]:
         """The runner's `GET /v1/tools`: sandbox, summary and every tool's state and counts."""
         try:
-            response = await self._client.get("/v1/tools", timeout=2.0)
-            body = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            status, body = await self._exchange("GET", "/v1/tools", deadline_s=QUICK_S)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             log.error("runner_unreachable", error=f"{type(exc).__name__}: {exc}")
             raise RunnerUnavailable(
                 "the sandbox runner could not be reached for its tool list", cause="unreachable"
             ) from exc
-        if response.status_code != 200 or not isinstance(body, dict):
-            log.error("runner_error", status=response.status_code, body=str(body)[:500])
+        if status != 200 or not isinstance(body, dict):
+            log.error("runner_error", status=status, body=str(body)[:500])
             raise RunnerUnavailable(
                 "the sandbox runner did not give its tool list", cause="runner_error"
             )
@@ -75,13 +77,32 @@ class RunnerClient:
     async def tool_health(self) -> dict[str, Any] | None:
         """The runner's sandbox and tool-state summary, or None if it cannot say."""
         try:
-            response = await self._client.get("/v1/tools", timeout=2.0)
-            body = response.json()
-        except (httpx.HTTPError, ValueError):
+            status, body = await self._exchange("GET", "/v1/tools", deadline_s=QUICK_S)
+        except (aiohttp.ClientError, TimeoutError):
             return None
-        if response.status_code != 200 or not isinstance(body, dict):
+        if status != 200 or not isinstance(body, dict):
             return None
         return {"sandbox": body.get("sandbox"), "tools": body.get("summary")}
+
+    async def _exchange(
+        self, method: str, path: str, *, deadline_s: float, **kwargs: Any
+    ) -> tuple[int, Any]:
+        """The status and the JSON body (None if the body is not JSON), within
+        `deadline_s` for the whole exchange (and 2 s to connect)."""
+        async with asyncio.timeout(deadline_s):
+            async with self._session.request(
+                method, self._base_url + path, timeout=_CONNECT, **kwargs
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, None
+
+
+QUICK_S = 2.0  # health and tool lists
+_CONNECT = aiohttp.ClientTimeout(total=None, sock_connect=2.0)
 
 
 def _is_result(body: Any) -> bool:

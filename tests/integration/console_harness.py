@@ -44,8 +44,9 @@ from gateway.policy import PolicyClient
 from gateway.policy_dry_run import InputSchema
 from gateway.runner_client import RunnerClient
 from gateway.shadow import ShadowCounts, ShadowPolicy
+from gateway.sidecar_http import sidecar_session
 from regate.middleware import RequestIdMiddleware
-from regate.settings import ManifestSettings
+from regate.settings import Address, ManifestSettings
 
 CSRF = "test-csrf-token-0123456789"
 
@@ -117,10 +118,7 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
         await catalog.start()
         opa_http = httpx.AsyncClient(base_url=services.opa_url)  # the shadow policy's
         opa = aiohttp.ClientSession()  # the decision client's
-        runner_http = httpx.AsyncClient(
-            base_url="http://runner",
-            transport=httpx.AsyncHTTPTransport(uds=str(services.runner_uds or "/nonexistent")),
-        )
+        runner_http = sidecar_session(Address(uds=services.runner_uds or Path("/nonexistent")))
         call_store = None
         call_approvals = None
         if services.call_approvals_db is not None:
@@ -137,7 +135,7 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
                 "catalog": catalog,
                 "decisions": SqliteDecisionLog(services.audit_db),
                 "policy": PolicyClient(opa, services.opa_url, timeout_s=2.0),
-                "runner": RunnerClient(runner_http),
+                "runner": RunnerClient(runner_http, "http://runner"),
                 "input_schema": InputSchema.load(services.policies_dir),
             }
         finally:
@@ -145,7 +143,7 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
                 await call_store.close()
             await opa_http.aclose()
             await opa.close()
-            await runner_http.aclose()
+            await runner_http.close()
             await approvals.close()
             await audit.close()
 

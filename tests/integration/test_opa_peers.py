@@ -1,6 +1,6 @@
 """The OPA client against real misbehaving peers on loopback: refused, slow, hung up.
 
-These go through the gateway's own client (`opa_session`, aiohttp), so what is
+These go through the gateway's own client (`sidecar_session`, aiohttp), so what is
 tested is what runs: a refused connection, a peer that holds the request past the
 deadline, a peer that drops the connection. Each is a 503 deny with its cause.
 """
@@ -16,7 +16,8 @@ from peers import SlowOpa
 
 from gateway.breaker import CircuitBreaker
 from gateway.errors import PolicyUnavailable
-from gateway.policy import PolicyClient, opa_session
+from gateway.policy import PolicyClient
+from gateway.sidecar_http import sidecar_session
 from regate.settings import Address
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def causes(port: int, calls: int, *, threshold: int = 5, timeout_s: float = 0.3)
     async def run() -> list[str]:
         address = Address(host="127.0.0.1", port=port)
         breaker = CircuitBreaker("opa", failure_threshold=threshold, cooldown_s=60)
-        async with opa_session(address) as session:
+        async with sidecar_session(address) as session:
             policy = PolicyClient(session, address.base_url, timeout_s=timeout_s, breaker=breaker)
             seen = []
             for _ in range(calls):

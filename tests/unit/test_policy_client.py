@@ -1,8 +1,8 @@
 """The OPA client (`gateway.policy`): every answer that is not a well-formed decision is a 503.
 
-A scripted peer on loopback (tests/opa_peer.py) stands in for OPA to produce what a
+A scripted peer on loopback (tests/scripted_peer.py) stands in for OPA to produce what a
 real OPA will not on demand: 500s, broken bodies, stalls and dropped connections.
-The client is the gateway's own (`opa_session`, aiohttp), so what is tested is what runs.
+The client is the gateway's own (`sidecar_session`, aiohttp), so what is tested is what runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import free_port
-from opa_peer import Action, ScriptedOpa, answer, decision, hang_up, stall
+from scripted_peer import Action, ScriptedPeer, answer, decision, hang_up, stall
 
 from gateway.breaker import CircuitBreaker
 from gateway.errors import PolicyUnavailable
@@ -23,9 +23,9 @@ from gateway.policy import (
     Decision,
     PolicyClient,
     Reason,
-    opa_session,
     parse_decision,
 )
+from gateway.sidecar_http import sidecar_session
 from regate.settings import Address
 
 POLICY_INPUT: dict[str, Any] = {
@@ -45,7 +45,7 @@ def with_policy(
     breaker: CircuitBreaker | None = None,
 ) -> T:
     async def run() -> T:
-        async with opa_session(Address(host="127.0.0.1", port=port)) as session:
+        async with sidecar_session(Address(host="127.0.0.1", port=port)) as session:
             policy = PolicyClient(
                 session, f"http://127.0.0.1:{port}", timeout_s=timeout_s, breaker=breaker
             )
@@ -54,13 +54,13 @@ def with_policy(
     return asyncio.run(run())
 
 
-def decide(peer: ScriptedOpa, policy_input: dict[str, Any] = POLICY_INPUT) -> Decision:
+def decide(peer: ScriptedPeer, policy_input: dict[str, Any] = POLICY_INPUT) -> Decision:
     return with_policy(peer.port, lambda policy: policy.decide(policy_input))
 
 
 @pytest.fixture
 def peer() -> Any:
-    with ScriptedOpa() as scripted:
+    with ScriptedPeer() as scripted:
         yield scripted
 
 
@@ -94,7 +94,7 @@ UNAVAILABLE: list[Any] = [
 
 @pytest.mark.parametrize(("action", "cause"), UNAVAILABLE)
 def test_unusable_answer_is_policy_unavailable(
-    peer: ScriptedOpa, action: Action, cause: str
+    peer: ScriptedPeer, action: Action, cause: str
 ) -> None:
     peer.on("POST", DECISION_PATH, action)
     with pytest.raises(PolicyUnavailable) as caught:
@@ -113,7 +113,7 @@ def test_refused_connection_is_unreachable() -> None:
     assert caught.value.details == {"cause": "opa_unreachable"}
 
 
-def test_unavailable_message_says_nothing_internal(peer: ScriptedOpa) -> None:
+def test_unavailable_message_says_nothing_internal(peer: ScriptedPeer) -> None:
     peer.on("POST", DECISION_PATH, answer(500, body=b"rego_type_error: policies/authz.rego:12"))
     with pytest.raises(PolicyUnavailable) as caught:
         decide(peer)
@@ -121,7 +121,7 @@ def test_unavailable_message_says_nothing_internal(peer: ScriptedOpa) -> None:
     assert "500" not in caught.value.message
 
 
-def test_request_shape(peer: ScriptedOpa) -> None:
+def test_request_shape(peer: ScriptedPeer) -> None:
     peer.on("POST", DECISION_PATH, decision())
     decide(peer)
 
@@ -133,7 +133,7 @@ def test_request_shape(peer: ScriptedOpa) -> None:
     assert json.loads(request.body) == {"input": POLICY_INPUT}
 
 
-def test_one_connection_serves_decision_after_decision(peer: ScriptedOpa) -> None:
+def test_one_connection_serves_decision_after_decision(peer: ScriptedPeer) -> None:
     peer.on("POST", DECISION_PATH, decision(outcome="deny"))
 
     async def three(policy: PolicyClient) -> list[str]:
@@ -143,7 +143,7 @@ def test_one_connection_serves_decision_after_decision(peer: ScriptedOpa) -> Non
     assert [json.loads(s.body) for s in peer.seen] == [{"input": {"n": n}} for n in range(3)]
 
 
-def test_good_decision(peer: ScriptedOpa) -> None:
+def test_good_decision(peer: ScriptedPeer) -> None:
     peer.on(
         "POST",
         DECISION_PATH,
@@ -220,13 +220,13 @@ def test_as_record() -> None:
         pytest.param(stall(), False, 1, id="timeout"),
     ],
 )
-def test_healthy(peer: ScriptedOpa, action: Action, expected: bool, asked: int) -> None:
+def test_healthy(peer: ScriptedPeer, action: Action, expected: bool, asked: int) -> None:
     peer.on("GET", "/health", action)
     assert with_policy(peer.port, lambda policy: policy.healthy()) is expected
     assert peer.count("GET", "/health") == asked
 
 
-def test_status_of_a_serving_opa(peer: ScriptedOpa) -> None:
+def test_status_of_a_serving_opa(peer: ScriptedPeer) -> None:
     peer.on("GET", "/health", answer(json_body={}))
     peer.on(
         "GET",
@@ -279,7 +279,7 @@ async def outcomes(policy: PolicyClient, n: int) -> list[str]:
     return causes
 
 
-def test_dead_opa_opens_the_breaker_and_later_calls_never_reach_it(peer: ScriptedOpa) -> None:
+def test_dead_opa_opens_the_breaker_and_later_calls_never_reach_it(peer: ScriptedPeer) -> None:
     peer.on("POST", DECISION_PATH, hang_up())
     clock = Clock()
 
@@ -299,7 +299,7 @@ def test_dead_opa_opens_the_breaker_and_later_calls_never_reach_it(peer: Scripte
     assert "try it again in 3 s" in refused.message
 
 
-def test_probe_after_the_cooldown_closes_the_breaker_when_opa_is_back(peer: ScriptedOpa) -> None:
+def test_probe_after_the_cooldown_closes_the_breaker_when_opa_is_back(peer: ScriptedPeer) -> None:
     peer.on("POST", DECISION_PATH, hang_up())
     clock = Clock()
 
@@ -314,7 +314,7 @@ def test_probe_after_the_cooldown_closes_the_breaker_when_opa_is_back(peer: Scri
     assert peer.count("POST", DECISION_PATH) == 3 + 3
 
 
-def test_failed_probe_keeps_the_breaker_open(peer: ScriptedOpa) -> None:
+def test_failed_probe_keeps_the_breaker_open(peer: ScriptedPeer) -> None:
     peer.on("POST", DECISION_PATH, stall())
     clock = Clock()
 
@@ -336,7 +336,7 @@ def test_failed_probe_keeps_the_breaker_open(peer: ScriptedOpa) -> None:
         pytest.param(decision(outcome="permit"), id="malformed"),
     ],
 )
-def test_answers_from_opa_do_not_open_the_breaker(peer: ScriptedOpa, action: Action) -> None:
+def test_answers_from_opa_do_not_open_the_breaker(peer: ScriptedPeer, action: Action) -> None:
     """OPA answered, so it is alive: one caller's input that breaks the policy must
     not shut the gateway for everyone."""
     peer.on("POST", DECISION_PATH, action)
@@ -345,14 +345,14 @@ def test_answers_from_opa_do_not_open_the_breaker(peer: ScriptedOpa, action: Act
     assert peer.count("POST", DECISION_PATH) == 6
 
 
-def test_one_deadline_bounds_the_whole_exchange(peer: ScriptedOpa) -> None:
+def test_one_deadline_bounds_the_whole_exchange(peer: ScriptedPeer) -> None:
     peer.on("POST", DECISION_PATH, stall(decision()))
     causes = with_policy(peer.port, lambda policy: outcomes(policy, 1), timeout_s=0.05)
     assert causes == ["opa_timeout"]
 
 
 def test_health_check_is_false_while_open_and_is_the_probe_after_the_cooldown(
-    peer: ScriptedOpa,
+    peer: ScriptedPeer,
 ) -> None:
     peer.on("POST", DECISION_PATH, hang_up())
     peer.on("GET", "/health", answer(json_body={}))
@@ -369,7 +369,7 @@ def test_health_check_is_false_while_open_and_is_the_probe_after_the_cooldown(
     assert peer.count("GET", "/health") == 1  # not asked while the breaker was open
 
 
-def test_cancelled_probe_frees_the_slot(peer: ScriptedOpa) -> None:
+def test_cancelled_probe_frees_the_slot(peer: ScriptedPeer) -> None:
     peer.on("POST", DECISION_PATH, hang_up())
     peer.on("GET", "/health", stall())
     clock = Clock()

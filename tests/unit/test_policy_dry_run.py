@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, free_port
 
 from gateway.errors import PolicyUnavailable
-from gateway.policy import PolicyClient, opa_session
+from gateway.policy import PolicyClient
 from gateway.policy_dry_run import (
     MAX_INPUT_BYTES,
     DryRunUnavailable,
@@ -21,6 +21,7 @@ from gateway.policy_dry_run import (
     dry_run,
     parse_input,
 )
+from gateway.sidecar_http import sidecar_session
 from regate.errors import BadRequest
 from regate.settings import Address
 
@@ -28,7 +29,7 @@ from regate.settings import Address
 def unreachable_opa() -> tuple[aiohttp.ClientSession, PolicyClient]:
     # A port nobody listens on: connections are refused at once.
     address = Address(host="127.0.0.1", port=free_port())
-    session = opa_session(address)
+    session = sidecar_session(address)
     return session, PolicyClient(session, address.base_url, timeout_s=1.0)
 
 

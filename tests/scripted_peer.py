@@ -1,4 +1,5 @@
-"""A scripted stand-in for OPA on loopback: real sockets, real HTTP, any answer on demand.
+"""A scripted HTTP peer on loopback, standing in for OPA or the runner: real sockets,
+real HTTP, any answer on demand.
 
 Each (method, path) is given an action: an answer (any status, any body), a hang-up
 (the connection closed without a status line) or a stall (held until the test ends
@@ -33,7 +34,7 @@ class Seen:
         return urlsplit(self.target).path
 
 
-Action = Callable[[BaseHTTPRequestHandler, "ScriptedOpa"], None]
+Action = Callable[[BaseHTTPRequestHandler, "ScriptedPeer"], None]
 
 
 def answer(status: int = 200, *, json_body: Any = None, body: bytes | None = None) -> Action:
@@ -45,7 +46,7 @@ def answer(status: int = 200, *, json_body: Any = None, body: bytes | None = Non
         else b""
     )
 
-    def act(handler: BaseHTTPRequestHandler, peer: ScriptedOpa) -> None:
+    def act(handler: BaseHTTPRequestHandler, peer: ScriptedPeer) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
@@ -60,14 +61,14 @@ def decision(**result: Any) -> Action:
 
 
 def hang_up() -> Action:
-    def act(handler: BaseHTTPRequestHandler, peer: ScriptedOpa) -> None:
+    def act(handler: BaseHTTPRequestHandler, peer: ScriptedPeer) -> None:
         handler.close_connection = True  # closed without a status line
 
     return act
 
 
 def stall(then: Action | None = None, seconds: float = STALL_AT_MOST_S) -> Action:
-    def act(handler: BaseHTTPRequestHandler, peer: ScriptedOpa) -> None:
+    def act(handler: BaseHTTPRequestHandler, peer: ScriptedPeer) -> None:
         peer.release.wait(seconds)
         with contextlib.suppress(OSError):  # the client gave up and closed the connection
             (then or answer(json_body={}))(handler, peer)
@@ -75,7 +76,7 @@ def stall(then: Action | None = None, seconds: float = STALL_AT_MOST_S) -> Actio
     return act
 
 
-class ScriptedOpa:
+class ScriptedPeer:
     def __init__(self) -> None:
         self.actions: dict[tuple[str, str], Action] = {}
         self.seen: list[Seen] = []
@@ -100,7 +101,7 @@ class ScriptedOpa:
         with self._lock:
             return sum(1 for s in self.seen if (s.method, s.path) == (method, path))
 
-    def __enter__(self) -> ScriptedOpa:
+    def __enter__(self) -> ScriptedPeer:
         self._thread.start()
         return self
 
