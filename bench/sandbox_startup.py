@@ -32,13 +32,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stack import REPO, running_stack
 
-from gateway.app import fast_transport
 from regate import crypto
 from regate.canonical import digest
 from regate.demo import mint_token
@@ -114,11 +113,11 @@ async def through_stack(runs: int, pool_size: int, interval_s: float) -> dict[st
     with running_stack("bwrap", pool_size=pool_size) as stack:
         settings = stack.settings
         key = crypto.load_private_key(settings.gateway.grant_key)
-        # The gateway's own client for the runner (aiohttp under httpx's API), and
-        # grants signed before the clock starts: the row is what the runner costs.
-        async with httpx.AsyncClient(
-            base_url="http://runner", transport=fast_transport(settings.runner.url)
-        ) as runner:
+        uds = str(settings.runner.url.uds)
+        # aiohttp, as the gateway's own hop (httpx's default client alone spends ~1 ms of
+        # CPU per request here: bench/opa_clients.py), and grants signed before the
+        # clock starts: the row is what the runner costs.
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=uds)) as runner:
             unused = iter(
                 [
                     issue_grant(
@@ -136,27 +135,29 @@ async def through_stack(runs: int, pool_size: int, interval_s: float) -> dict[st
             )
 
             async def run_once() -> None:
-                response = await runner.post(
-                    "/v1/run",
+                async with runner.post(
+                    "http://runner/v1/run",
                     json={"arguments": ARGUMENTS},
                     headers={"Authorization": f"Bearer {next(unused)}"},
-                )
-                assert response.json()["result"] == {"sum": 42}, response.text
-                pooled.append(bool(response.json()["metrics"].get("pooled")))
+                ) as response:
+                    body = await response.json()
+                assert body["result"] == {"sum": 42}, body
+                pooled.append(bool(body["metrics"].get("pooled")))
 
             results[f"runner ({mode})"] = await time_async(run_once, runs, interval_s)
 
         token = mint_token(settings, "demo-client", ttl_s=3600)
-        async with httpx.AsyncClient(base_url=stack.gateway_url) as gateway:
+        async with aiohttp.ClientSession() as gateway:
 
             async def invoke_once() -> None:
-                response = await gateway.post(
-                    "/v1/invoke/calculator/add",
+                async with gateway.post(
+                    f"{stack.gateway_url}/v1/invoke/calculator/add",
                     json={"arguments": ARGUMENTS},
                     headers={"Authorization": f"Bearer {token}"},
-                )
-                assert response.json()["result"] == {"sum": 42}, response.text
-                pooled.append(bool(response.json()["metrics"].get("pooled")))
+                ) as response:
+                    body = await response.json()
+                assert body["result"] == {"sum": 42}, body
+                pooled.append(bool(body["metrics"].get("pooled")))
 
             results[f"gateway ({mode})"] = await time_async(invoke_once, runs, interval_s)
     if pool_size:
