@@ -62,7 +62,10 @@ def classify(limits: Limits, seen: Observed, metrics: dict[str, Any]) -> RunOutc
             f"the tool tried to run more than {limits.pids} processes at once and was"
             " stopped; raise pids in its manifest if it really needs more",
         )
-    if seen.timed_out:
+    # nsjail's --time_limit backstop (timeout + 2 s) SIGKILLs a tool the runner has not
+    # killed at its own timeout yet, which happens when the machine starves the runner.
+    killed_late = sig == signal.SIGKILL and metrics.get("wall_ms", 0) >= limits.timeout_s * 1000
+    if seen.timed_out or killed_late:
         return fail(
             "timeout",
             f"the tool ran past its {limits.timeout_s:g} s timeout and was killed with every"

@@ -94,6 +94,18 @@ def test_error_type_and_message(observed: Observed, kind: str, fragment: str) ->
     assert outcome.as_json() == {"ok": False, "error": outcome.error, "metrics": metrics}
 
 
+@pytest.mark.parametrize(
+    ("wall_ms", "kind"),
+    [(2000.0, "timeout"), (4100.0, "timeout"), (1999.0, "crashed"), (12.5, "crashed")],
+)
+def test_sigkill_past_the_timeout_is_a_timeout(wall_ms: float, kind: str) -> None:
+    """nsjail's wall-clock backstop kills with SIGKILL when a starved runner has not
+    killed the tool at its own timeout yet; before the timeout, a SIGKILL is a crash."""
+    outcome = classify(LIMITS, seen(-9, cpu_s=0.5), {"wall_ms": wall_ms})
+    assert outcome.error is not None
+    assert outcome.error["type"] == kind
+
+
 @pytest.mark.parametrize(("observed", "kind", "fragment"), ERRORS)
 def test_every_error_message_is_a_sentence(observed: Observed, kind: str, fragment: str) -> None:
     outcome = classify(LIMITS, observed, {})
