@@ -38,24 +38,29 @@ def _redact_processor(
 
 
 def configure_logging(level: str = "info") -> None:
-    """Route structlog and stdlib (uvicorn) logging to one JSON stream on stderr."""
+    """Regate's events and uvicorn's (stdlib) records as one JSON stream on stderr.
+
+    Our own events go straight from structlog to stderr: through the stdlib bridge a
+    line cost ~22 us against ~10 us, and a denied call writes three. uvicorn's records
+    get the same processors through a stdlib formatter.
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,  # before redaction: tracebacks are masked too
         _redact_processor,
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, structlog.processors.JSONRenderer()],
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
     )
