@@ -43,11 +43,11 @@ PARTS = [
     ("pipeline", "Pipeline.invoke "),
     ("token verification", "TokenVerifier.authenticate "),
     ("schema validation", "validate_arguments "),
-    ("OPA request (httpx + aiohttp)", "PolicyClient.decide "),
+    ("OPA request (aiohttp)", "PolicyClient.decide "),
     ("audit append (await + its log line)", "AuditStore.append "),
     ("audit writer thread", "AuditStore._write_loop "),
     ("canonical JSON (RFC 8785)", "canonical_json "),
-    ("logging (structlog + stdlib)", "BoundLogger.info "),
+    ("logging (structlog)", "BoundLoggerBase._proxy_to_logger "),
     ("HTTP parsing (h11)", "H11Protocol.data_received "),
 ]
 
