@@ -14,11 +14,19 @@ import aiohttp
 
 from regate.settings import Address
 
+# An idle connection is dropped by the client before the server's keep-alive timeout
+# closes it (the runner's uvicorn: regate.serve.HttpLimits.keep_alive_s, 5 s).
+# Otherwise a request sent just as the server closes the connection fails: a POST is
+# not retried, so a decision would be a 503 and a run a 502.
+IDLE_KEEPALIVE_S = 2.0
+
 
 def sidecar_session(address: Address) -> aiohttp.ClientSession:
     """A keep-alive connection pool to one local service, over TCP or a unix socket."""
     connector: aiohttp.BaseConnector = (
-        aiohttp.UnixConnector(path=str(address.uds)) if address.uds else aiohttp.TCPConnector()
+        aiohttp.UnixConnector(path=str(address.uds), keepalive_timeout=IDLE_KEEPALIVE_S)
+        if address.uds
+        else aiohttp.TCPConnector(keepalive_timeout=IDLE_KEEPALIVE_S)
     )
     # No compressed answers (CPU for nothing on loopback), no User-Agent.
     return aiohttp.ClientSession(

@@ -28,6 +28,7 @@ class Seen:
     target: str  # path and query, as sent
     headers: dict[str, str]  # lower-case names
     body: bytes
+    client_port: int  # which connection it came on
 
     @property
     def path(self) -> str:
@@ -130,9 +131,8 @@ class ScriptedPeer:
 
             def _act(self, method: str) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                seen = Seen(
-                    method, self.path, {k.lower(): v for k, v in self.headers.items()}, body
-                )
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                seen = Seen(method, self.path, headers, body, self.client_address[1])
                 with peer._lock:
                     peer.seen.append(seen)
                 peer.arrived.set()

@@ -13,10 +13,11 @@ import pytest
 from conftest import free_port
 from scripted_peer import Action, ScriptedPeer, answer, hang_up, stall
 
-from gateway import runner_client
+from gateway import runner_client, sidecar_http
 from gateway.errors import RunnerUnavailable
 from gateway.runner_client import RunnerClient
-from gateway.sidecar_http import sidecar_session
+from gateway.sidecar_http import IDLE_KEEPALIVE_S, sidecar_session
+from regate.serve import HttpLimits
 from regate.settings import Address
 
 T = TypeVar("T")
@@ -104,3 +105,26 @@ def test_a_broken_tool_list_is_said_so(peer: ScriptedPeer) -> None:
         return await runner.healthy(), await runner.tool_health()
 
     assert with_runner(peer.port, ask) == (False, None)
+
+
+def test_idle_connections_are_dropped_before_the_server_drops_them() -> None:
+    """A request sent on a connection the server is closing is lost (a POST is not
+    retried): the client must give up idle connections first."""
+    assert HttpLimits().keep_alive_s > IDLE_KEEPALIVE_S
+
+
+def test_an_idle_connection_is_dropped_after_the_keepalive(
+    peer: ScriptedPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sidecar_http, "IDLE_KEEPALIVE_S", 0.2)
+    peer.on("GET", "/healthz", answer(json_body={}))
+
+    async def ask(runner: RunnerClient) -> None:
+        for pause in (0.0, 0.01, 0.6):  # the last after the connection went idle
+            await asyncio.sleep(pause)
+            assert await runner.healthy()
+
+    with_runner(peer.port, ask)
+    first, second, third = (s.client_port for s in peer.seen)
+    assert first == second  # reused while fresh
+    assert third != second  # a new connection after the idle time
