@@ -22,8 +22,10 @@ sandboxed (allowed) calls.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -103,28 +105,42 @@ def denied_calls(stack: RunningStack, concurrency: int, duration: float) -> dict
     return row
 
 
-def measure(concurrency: int, duration: float, unix: bool = True) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
+def measure(
+    concurrency: int, duration: float, unix: bool = True, repeat: int = 1
+) -> dict[str, dict[str, Any]]:
+    """Each row `repeat` times, the rows interleaved (a round is every row once, so the
+    baselines share each round's conditions); each figure is the median over rounds."""
+    runs: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     common: dict[str, Any] = {"concurrency": concurrency, "duration": duration}
     with running_stack("bwrap") as stack:
         opa = stack.settings.opa.url.base_url
-        rows["hello (healthz)"] = row = {}
-        with cpu_per_request(stack, row):
-            row.update(load(f"{stack.gateway_url}/healthz", expect=200, **common))
-        rows["opa direct"] = row = {}
-        with cpu_per_request(stack, row):
-            row.update(
-                load(
-                    f"{opa}/v1/data/regate/authz/decision", method="POST",
-                    body=opa_input("demo-client"), expect=200, **common,
-                )
-            )  # fmt: skip
-        rows["decision (deny)"] = denied_calls(stack, concurrency, duration)
-        rows["decision, one client"] = denied_calls(stack, 1, duration)
+        for _ in range(repeat):
+            runs["hello (healthz)"].append(row := {})
+            with cpu_per_request(stack, row):
+                row.update(load(f"{stack.gateway_url}/healthz", expect=200, **common))
+            runs["opa direct"].append(row := {})
+            with cpu_per_request(stack, row):
+                row.update(
+                    load(
+                        f"{opa}/v1/data/regate/authz/decision", method="POST",
+                        body=opa_input("demo-client"), expect=200, **common,
+                    )
+                )  # fmt: skip
+            runs["decision (deny)"].append(denied_calls(stack, concurrency, duration))
+            runs["decision, one client"].append(denied_calls(stack, 1, duration))
     if unix:
         with running_stack("bwrap", opa_unix=True) as stack:
-            rows["decision, opa unix"] = denied_calls(stack, concurrency, duration)
-    return rows
+            for _ in range(repeat):
+                runs["decision, opa unix"].append(denied_calls(stack, concurrency, duration))
+    return {name: median_row(samples) for name, samples in runs.items()}
+
+
+def median_row(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        key: statistics.median(sample[key] for sample in samples)
+        for key, value in samples[0].items()
+        if isinstance(value, int | float)
+    }
 
 
 def table(rows: dict[str, dict[str, Any]], concurrency: int, duration: float) -> str:
@@ -143,8 +159,11 @@ def table(rows: dict[str, dict[str, Any]], concurrency: int, duration: float) ->
     return "\n".join(lines)
 
 
-def main(concurrency: int, duration: float, unix: bool) -> None:
-    print(table(measure(concurrency, duration, unix), concurrency, duration))
+def main(concurrency: int, duration: float, unix: bool, repeat: int) -> None:
+    rows = measure(concurrency, duration, unix, repeat)
+    print(table(rows, concurrency, duration))
+    if repeat > 1:
+        print(f"(each figure the median of {repeat} runs, rows interleaved)")
 
 
 if __name__ == "__main__":
@@ -152,5 +171,6 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--no-unix", action="store_true", help="skip the OPA-over-unix row")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per row; medians printed")
     args = parser.parse_args()
-    main(args.concurrency, args.duration, not args.no_unix)
+    main(args.concurrency, args.duration, not args.no_unix, args.repeat)

@@ -68,7 +68,16 @@ def main(full: bool) -> None:
     print(f"load average (1, 5, 15 min) at start: {load_average()}")
     run("Sandboxed calls", "sandbox_startup.py", "--runs", "40")
     run("A pooled call, in-process", "pooled_call.py", "--runs", "25")
-    run("Decision path", "decision_path.py", "--concurrency", "8", "--duration", "5")
+    run(
+        "Decision path",
+        "decision_path.py",
+        "--concurrency",
+        "8",
+        "--duration",
+        "4",
+        "--repeat",
+        "3",
+    )
     run("The hop to OPA, by HTTP client", "opa_clients.py", "--requests", "2000")
     records = "1000000" if full else "250000"
     soak = "600" if full else "60"
