@@ -78,13 +78,13 @@ def stall(then: Action | None = None, seconds: float = STALL_AT_MOST_S) -> Actio
 
 
 class ScriptedPeer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.actions: dict[tuple[str, str], Action] = {}
         self.seen: list[Seen] = []
         self.arrived = threading.Event()  # set by each request as it arrives
         self.release = threading.Event()  # ends every stall
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
