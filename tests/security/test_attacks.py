@@ -257,8 +257,11 @@ def sandbox_processes(attack: str, stack: RunningStack) -> list[str]:
     code runs there and it holds nothing, so it is not counted. Another test run on
     the machine runs the same attacks under its own runner: those are not ours.
     """
+    # -ww: whole command lines whatever the terminal's width. Cut at 80 columns (as
+    # ps does when it finds one), a runner under a long path loses "-m regate runner"
+    # and its pooled sandboxes look escaped.
     out = subprocess.run(
-        ["ps", "-e", "-o", "pid=,ppid=,uid=,stat=,args="],
+        ["ps", "-e", "-ww", "-o", "pid=,ppid=,uid=,stat=,args="],
         capture_output=True,
         text=True,
         check=False,
