@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import httpx
 import structlog
-from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -45,18 +45,12 @@ from regate.front_door import FrontDoor
 from regate.grants import load_or_create_grant_key
 from regate.jsonbody import read_json_object
 from regate.middleware import RequestIdMiddleware
-from regate.settings import Address, Settings
+from regate.settings import Settings
 
 log = structlog.get_logger("regate.gateway")
 
 # The header that replays a parked call with its approval (docs/api.md).
 APPROVAL_HEADER = "regate-approval"
-
-
-def fast_transport(address: Address) -> httpx.AsyncBaseTransport:
-    """httpx's API over aiohttp's pool, for the shadow policy's sampled question (the
-    hot hops use aiohttp itself: gateway/sidecar_http.py)."""
-    return AiohttpTransport(uds=str(address.uds) if address.uds else None)
 
 
 def create_app(
@@ -67,12 +61,7 @@ def create_app(
 ) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        opa = sidecar_session(settings.opa.url)  # the decision path's own client
-        # The shadow policy's sampled second question: httpx, off the hot path.
-        opa_http = httpx.AsyncClient(
-            base_url=settings.opa.url.base_url,
-            transport=fast_transport(settings.opa.url),
-        )
+        opa = sidecar_session(settings.opa.url)  # decisions, and the shadow's questions
         runner_http = sidecar_session(settings.runner.url)
         # JWKS fetches: httpx's default transport (TLS verification on), not the hot path.
         jwks_http = httpx.AsyncClient(transport=jwks_transport)
@@ -118,7 +107,7 @@ def create_app(
             approvals=call_approvals,
             grant_key=grant_key,
             grant_ttl_s=settings.gateway.grant_ttl_s,
-            shadow=shadow_policy(settings, opa_http),
+            shadow=shadow_policy(settings, opa),
         )
         log_flagged_tools(pipeline.agents)
         catalog.on_change(lambda registry: setattr(pipeline, "agents", registry))
@@ -132,7 +121,6 @@ def create_app(
             yield {"pipeline": pipeline, "settings": settings, "mcp_sessions": SessionStore()}
         finally:
             await opa.close()
-            await opa_http.aclose()
             await runner_http.close()
             await jwks_http.aclose()
             watcher.cancel()
@@ -165,13 +153,14 @@ def create_app(
     return app
 
 
-def shadow_policy(settings: Settings, opa_http: httpx.AsyncClient) -> ShadowPolicy | None:
+def shadow_policy(settings: Settings, opa: aiohttp.ClientSession) -> ShadowPolicy | None:
     shadow = settings.shadow
     if shadow.sample_rate <= 0:
         return None
     log.info("shadow_policy_on", sample_rate=shadow.sample_rate, max_wait_s=shadow.max_wait_s)
     return ShadowPolicy(
-        opa_http,
+        opa,
+        settings.opa.url.base_url,
         sample_rate=shadow.sample_rate,
         max_wait_s=shadow.max_wait_s,
         timeout_s=settings.opa.timeout_s,

@@ -16,13 +16,14 @@ never turns into a deny.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 
 from gateway.errors import PolicyUnavailable
@@ -59,17 +60,19 @@ class ShadowCounts:
 class ShadowPolicy:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        session: aiohttp.ClientSession,
+        base_url: str,
         *,
         sample_rate: float,
         max_wait_s: float,
         timeout_s: float,
         sample: Callable[[], float] = random.random,
     ) -> None:
-        self._client = client
+        self._session = session  # the decision client's (gateway/sidecar_http.py)
+        self._url = f"{base_url.rstrip('/')}{SHADOW_PATH}?provenance=true"
         self.sample_rate = sample_rate
         self._max_wait_s = max_wait_s
-        self._timeout = httpx.Timeout(timeout_s)
+        self._timeout_s = timeout_s
         self._sample = sample
         self.counts = ShadowCounts()
 
@@ -96,27 +99,27 @@ class ShadowPolicy:
 
     async def _ask(self, policy_input: Mapping[str, Any]) -> Decision | str:
         """The shadow decision, or a short code saying why there is none."""
+        body = json.dumps({"input": policy_input}).encode()
         try:
-            response = await self._client.post(
-                SHADOW_PATH,
-                params={"provenance": "true"},
-                json={"input": policy_input},
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._session.post(
+                    self._url, data=body, headers={"Content-Type": "application/json"}
+                ) as response:
+                    status, raw = response.status, await response.read()
+        except TimeoutError:
             return "opa_timeout"
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             return "opa_unreachable"
-        if response.status_code != 200:
+        if status != 200:
             return "opa_error"
         try:
-            body = response.json()
+            answer = json.loads(raw)
         except ValueError:
             return "opa_bad_json"
-        if isinstance(body, dict) and "result" not in body:
+        if isinstance(answer, dict) and "result" not in answer:
             return "undefined"  # no shadow package in the bundle, or it does not decide
         try:
-            return parse_decision(body)
+            return parse_decision(answer)
         except PolicyUnavailable as exc:
             return str(exc.details.get("cause", "malformed"))
 

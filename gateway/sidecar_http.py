@@ -1,11 +1,12 @@
-"""The HTTP client for the gateway's two hot hops: OPA for every decision, the runner
-for every call that runs.
+"""The HTTP client for the gateway's two hot hops: OPA for every decision (and the
+shadow policy's sampled questions, on the same session), the runner for every call
+that runs.
 
 aiohttp's ClientSession, not httpx: on loopback, httpx's client over an aiohttp
 transport spent ~400 us of gateway CPU per request, aiohttp alone ~200 us, and
 httpx's default transport ~950 us, collapsing to a few hundred requests/s at 64 in
 flight (bench/opa_clients.py, docs/benchmarks.md). The cold paths (JWKS fetches,
-the shadow policy, the console's OIDC) keep httpx.
+the console's OIDC) keep httpx.
 """
 
 from __future__ import annotations

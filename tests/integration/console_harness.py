@@ -116,8 +116,7 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
         approvals = ApprovalStore(own_dir / "approvals.db")
         catalog = Catalog(services.manifests, approvals, audit)
         await catalog.start()
-        opa_http = httpx.AsyncClient(base_url=services.opa_url)  # the shadow policy's
-        opa = aiohttp.ClientSession()  # the decision client's
+        opa = aiohttp.ClientSession()  # decisions and the shadow's questions
         runner_http = sidecar_session(Address(uds=services.runner_uds or Path("/nonexistent")))
         call_store = None
         call_approvals = None
@@ -126,7 +125,9 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
             call_approvals = CallApprovals(call_store, audit, ttl_s=300, max_pending_per_caller=100)
         shadow = None
         if services.shadow_counts is not None:
-            shadow = ShadowPolicy(opa_http, sample_rate=0.25, max_wait_s=0.5, timeout_s=2.0)
+            shadow = ShadowPolicy(
+                opa, services.opa_url, sample_rate=0.25, max_wait_s=0.5, timeout_s=2.0
+            )
             shadow.counts = services.shadow_counts
         try:
             yield {
@@ -141,7 +142,6 @@ def build_app(services: Services, own_dir: Path) -> Starlette:
         finally:
             if call_store is not None:
                 await call_store.close()
-            await opa_http.aclose()
             await opa.close()
             await runner_http.close()
             await approvals.close()

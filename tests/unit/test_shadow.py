@@ -2,26 +2,30 @@
 never holds a call more than `max_wait_s` past the enforced answer, and every
 failure of its own is recorded, not enforced.
 
-OPA's shadow endpoint is played by an httpx.MockTransport here because the cases are
-ones a real OPA does not produce on demand (a slow shadow beside a fast enforced
-answer, 500s, bodies without `result`); agreement and disagreement against the real
-OPA are in tests/integration/test_policy_change.py.
+OPA's shadow endpoint is played by a scripted peer on loopback
+(tests/scripted_peer.py) because the cases are ones a real OPA does not produce on
+demand (a slow shadow beside a fast enforced answer, 500s, bodies without `result`);
+agreement and disagreement against the real OPA are in
+tests/integration/test_policy_change.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import httpx
 import pytest
+from conftest import free_port
+from scripted_peer import Action, ScriptedPeer, answer, stall
 
 from gateway.audit import AuditRecord
 from gateway.errors import PolicyUnavailable
 from gateway.policy import Decision, Reason
 from gateway.shadow import SHADOW_PATH, ShadowPolicy
+from gateway.sidecar_http import sidecar_session
 from regate.audit_query import shadow_verdict
+from regate.settings import Address
 
 INPUT = {"caller": {"sub": "alice"}, "target": {"agent_id": "calc"}, "tool": {"name": "add"}}
 ALLOW = Decision("allow", (Reason("granted", "ok"),), {}, "rev-1")
@@ -31,39 +35,46 @@ def opa_answer(result: Any, revision: str = "rev-2") -> dict[str, Any]:
     return {"result": result, "provenance": {"bundles": {"b": {"revision": revision}}}}
 
 
-def shadow_of(
-    handler: Callable[[httpx.Request], Any], *, sample_rate: float = 1.0, max_wait_s: float = 1.0
-) -> tuple[ShadowPolicy, httpx.AsyncClient]:
-    client = httpx.AsyncClient(base_url="http://opa", transport=httpx.MockTransport(handler))
-    return ShadowPolicy(
-        client, sample_rate=sample_rate, max_wait_s=max_wait_s, timeout_s=5.0
-    ), client
+@pytest.fixture
+def peer() -> Iterator[ScriptedPeer]:
+    with ScriptedPeer() as scripted:
+        yield scripted
 
 
 async def enforced_allow(policy_input: Mapping[str, Any]) -> Decision:
     return ALLOW
 
 
-def run(
-    handler: Callable[[httpx.Request], Any], **kwargs: Any
-) -> tuple[Decision, dict[str, Any] | None, ShadowPolicy]:
+def shadow_for(
+    session: Any, port: int, *, sample_rate: float = 1.0, max_wait_s: float = 1.0, draw: float = 0.0
+) -> ShadowPolicy:
+    return ShadowPolicy(
+        session,
+        f"http://127.0.0.1:{port}",
+        sample_rate=sample_rate,
+        max_wait_s=max_wait_s,
+        timeout_s=5.0,
+        sample=lambda: draw,
+    )
+
+
+def run(port: int, **kwargs: Any) -> tuple[Decision, dict[str, Any] | None, ShadowPolicy]:
     async def go() -> tuple[Decision, dict[str, Any] | None, ShadowPolicy]:
-        shadow, client = shadow_of(handler, **kwargs)
-        async with client:
+        async with sidecar_session(Address(host="127.0.0.1", port=port)) as session:
+            shadow = shadow_for(session, port, **kwargs)
             decision, record = await shadow.decide_beside(enforced_allow, INPUT, "d-1")
         return decision, record, shadow
 
-    return asyncio.run(go())
+    return asyncio.run(asyncio.wait_for(go(), timeout=20))
 
 
-def test_a_disagreement_is_recorded_and_counted_but_not_obeyed() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == SHADOW_PATH
-        deny = {"outcome": "deny", "reasons": [{"code": "no_grant", "message": "m"}]}
-        return httpx.Response(200, json=opa_answer(deny))
+def test_a_disagreement_is_recorded_and_counted_but_not_obeyed(peer: ScriptedPeer) -> None:
+    deny = {"outcome": "deny", "reasons": [{"code": "no_grant", "message": "m"}]}
+    peer.on("POST", SHADOW_PATH, answer(json_body=opa_answer(deny)))
 
-    decision, record, shadow = run(handler)
+    decision, record, shadow = run(peer.port)
 
+    assert [s.target for s in peer.seen] == [SHADOW_PATH + "?provenance=true"]
     assert decision is ALLOW
     assert record == {
         "outcome": "deny",
@@ -80,29 +91,33 @@ def test_a_disagreement_is_recorded_and_counted_but_not_obeyed() -> None:
     }
 
 
-def test_an_agreement_is_counted() -> None:
+def test_an_agreement_is_counted(peer: ScriptedPeer) -> None:
     allow = {"outcome": "allow", "reasons": [{"code": "granted", "message": "m"}]}
-    _, record, shadow = run(lambda request: httpx.Response(200, json=opa_answer(allow)))
+    peer.on("POST", SHADOW_PATH, answer(json_body=opa_answer(allow)))
+    _, record, shadow = run(peer.port)
     assert record is not None
     assert record["agrees"] is True
     assert (shadow.counts.agreed, shadow.counts.disagreed) == (1, 0)
 
 
 @pytest.mark.parametrize(
-    ("response", "error"),
+    ("action", "error"),
     [
-        pytest.param(httpx.Response(200, json={}), "undefined", id="no-shadow-package"),
-        pytest.param(httpx.Response(500, text="boom"), "opa_error", id="opa-500"),
-        pytest.param(httpx.Response(200, text="not json"), "opa_bad_json", id="not-json"),
+        pytest.param(answer(json_body={}), "undefined", id="no-shadow-package"),
+        pytest.param(answer(500, body=b"boom"), "opa_error", id="opa-500"),
+        pytest.param(answer(body=b"not json"), "opa_bad_json", id="not-json"),
         pytest.param(
-            httpx.Response(200, json=opa_answer({"outcome": "maybe"})),
+            answer(json_body=opa_answer({"outcome": "maybe"})),
             "decision_malformed",
             id="bad-outcome",
         ),
     ],
 )
-def test_a_failing_shadow_is_recorded_never_enforced(response: httpx.Response, error: str) -> None:
-    decision, record, shadow = run(lambda request: response)
+def test_a_failing_shadow_is_recorded_never_enforced(
+    peer: ScriptedPeer, action: Action, error: str
+) -> None:
+    peer.on("POST", SHADOW_PATH, action)
+    decision, record, shadow = run(peer.port)
 
     assert decision is ALLOW
     assert record == {"error": error, "agrees": None}
@@ -110,79 +125,48 @@ def test_a_failing_shadow_is_recorded_never_enforced(response: httpx.Response, e
 
 
 def test_an_unreachable_shadow_is_recorded() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
-
-    decision, record, _ = run(handler)
+    decision, record, _ = run(free_port())  # nothing listens there
     assert decision is ALLOW
     assert record == {"error": "opa_unreachable", "agrees": None}
 
 
-def test_a_late_shadow_is_abandoned_after_max_wait() -> None:
-    released = asyncio.Event()
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        await released.wait()  # never set: the shadow would hang forever
-        return httpx.Response(200, json=opa_answer({"outcome": "allow"}))
-
-    async def go() -> tuple[Decision, dict[str, Any] | None, ShadowPolicy]:
-        shadow, client = shadow_of(handler, max_wait_s=0.05)
-        async with client:
-            decision, record = await asyncio.wait_for(
-                shadow.decide_beside(enforced_allow, INPUT, "d-1"), timeout=10
-            )
-        return decision, record, shadow
-
-    decision, record, shadow = asyncio.run(go())
+def test_a_late_shadow_is_abandoned_after_max_wait(peer: ScriptedPeer) -> None:
+    peer.on("POST", SHADOW_PATH, stall())  # held until the test ends
+    decision, record, shadow = run(peer.port, max_wait_s=0.05)
     assert decision is ALLOW
     assert record == {"error": "late", "agrees": None}
     assert shadow.counts.failed == 1
 
 
-def test_the_enforced_failure_is_raised_unchanged_and_the_shadow_dropped() -> None:
-    asked: list[str] = []
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        asked.append(request.url.path)
-        await asyncio.sleep(10)
-        return httpx.Response(200, json=opa_answer({"outcome": "allow"}))
+def test_the_enforced_failure_is_raised_unchanged_and_the_shadow_dropped(
+    peer: ScriptedPeer,
+) -> None:
+    peer.on("POST", SHADOW_PATH, stall())
 
     async def enforced_down(policy_input: Mapping[str, Any]) -> Decision:
-        await asyncio.sleep(0.01)  # the shadow request is in flight by now
+        await asyncio.to_thread(peer.arrived.wait, 10)  # the shadow request is in flight
         raise PolicyUnavailable("down", cause="opa_unreachable")
 
     async def go() -> ShadowPolicy:
-        shadow, client = shadow_of(handler)
-        async with client:
+        async with sidecar_session(Address(host="127.0.0.1", port=peer.port)) as session:
+            shadow = shadow_for(session, peer.port)
             with pytest.raises(PolicyUnavailable, match="down"):
                 await shadow.decide_beside(enforced_down, INPUT, "d-1")
         return shadow
 
-    shadow = asyncio.run(asyncio.wait_for(go(), timeout=10))
-    assert asked == [SHADOW_PATH]
+    shadow = asyncio.run(asyncio.wait_for(go(), timeout=20))
+    assert [s.path for s in peer.seen] == [SHADOW_PATH]
     assert shadow.counts.sampled == 0  # nothing to compare with
 
 
 @pytest.mark.parametrize(("rate", "draw", "asked"), [(0.25, 0.2, True), (0.25, 0.3, False)])
-def test_only_the_sample_asks_the_shadow(rate: float, draw: float, asked: bool) -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.path)
-        return httpx.Response(200, json=opa_answer({"outcome": "allow"}))
-
-    async def go() -> dict[str, Any] | None:
-        client = httpx.AsyncClient(base_url="http://opa", transport=httpx.MockTransport(handler))
-        shadow = ShadowPolicy(
-            client, sample_rate=rate, max_wait_s=1.0, timeout_s=5.0, sample=lambda: draw
-        )
-        async with client:
-            _, record = await shadow.decide_beside(enforced_allow, INPUT, "d-1")
-        return record
-
-    record = asyncio.run(go())
+def test_only_the_sample_asks_the_shadow(
+    peer: ScriptedPeer, rate: float, draw: float, asked: bool
+) -> None:
+    peer.on("POST", SHADOW_PATH, answer(json_body=opa_answer({"outcome": "allow"})))
+    _, record, _ = run(peer.port, sample_rate=rate, draw=draw)
     assert (record is not None) is asked
-    assert bool(seen) is asked
+    assert bool(peer.seen) is asked
 
 
 @pytest.mark.parametrize(
