@@ -125,46 +125,36 @@ class CallApprovals:
     ) -> CallApproval:
         """Park a call policy sent for approval; the record is durable before it returns."""
         async with self._lock:  # the count and the insert together: the cap holds
-            return await self._park(decision_id, binding, agent_version, masked_arguments, reasons)
-
-    async def _park(
-        self,
-        decision_id: str,
-        binding: Binding,
-        agent_version: str,
-        masked_arguments: Mapping[str, Any],
-        reasons: Sequence[Mapping[str, str]],
-    ) -> CallApproval:
-        created = self.now()
-        pending = await self.store.count_pending(
-            binding.caller_iss, binding.caller_sub, stamp(created)
-        )
-        if pending >= self.max_pending_per_caller:
-            raise TooManyPendingApprovals(
-                f"caller {binding.caller_sub!r} already has {pending} calls waiting for an"
-                " admin's approval; wait for those to be decided or to expire",
-                headers={"Retry-After": "60"},
+            created = self.now()
+            pending = await self.store.count_pending(
+                binding.caller_iss, binding.caller_sub, stamp(created)
             )
-        approval = CallApproval(
-            approval_id=str(uuid.uuid4()),
-            decision_id=decision_id,
-            caller_iss=binding.caller_iss,
-            caller_sub=binding.caller_sub,
-            agent_id=binding.agent_id,
-            agent_version=agent_version,
-            manifest_sha256=binding.manifest_sha256,
-            tool=binding.tool,
-            arguments_sha256=binding.arguments_sha256,
-            arguments=dict(masked_arguments),
-            reasons=tuple(dict(r) for r in reasons),
-            status="pending",
-            created_at=stamp(created),
-            expires_at=stamp(created + timedelta(seconds=self.ttl_s)),
-        )
-        # Audited first: an approval never exists unlogged.
-        await self._audit("parked", approval, actor=binding.caller_sub)
-        await self.store.insert(approval)
-        return approval
+            if pending >= self.max_pending_per_caller:
+                raise TooManyPendingApprovals(
+                    f"caller {binding.caller_sub!r} already has {pending} calls waiting for an"
+                    " admin's approval; wait for those to be decided or to expire",
+                    headers={"Retry-After": "60"},
+                )
+            approval = CallApproval(
+                approval_id=str(uuid.uuid4()),
+                decision_id=decision_id,
+                caller_iss=binding.caller_iss,
+                caller_sub=binding.caller_sub,
+                agent_id=binding.agent_id,
+                agent_version=agent_version,
+                manifest_sha256=binding.manifest_sha256,
+                tool=binding.tool,
+                arguments_sha256=binding.arguments_sha256,
+                arguments=dict(masked_arguments),
+                reasons=tuple(dict(r) for r in reasons),
+                status="pending",
+                created_at=stamp(created),
+                expires_at=stamp(created + timedelta(seconds=self.ttl_s)),
+            )
+            # Audited first: an approval never exists unlogged.
+            await self._audit("parked", approval, actor=binding.caller_sub)
+            await self.store.insert(approval)
+            return approval
 
     async def for_caller(self, approval_id: str, caller_iss: str, caller_sub: str) -> CallApproval:
         """The caller's own approval; another caller's is as unknown as a missing one."""
