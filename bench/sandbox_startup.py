@@ -135,14 +135,8 @@ async def through_stack(runs: int, pool_size: int, interval_s: float) -> dict[st
             )
 
             async def run_once() -> None:
-                async with runner.post(
-                    "http://runner/v1/run",
-                    json={"arguments": ARGUMENTS},
-                    headers={"Authorization": f"Bearer {next(unused)}"},
-                ) as response:
-                    body = await response.json()
-                assert body["result"] == {"sum": 42}, body
-                pooled.append(bool(body["metrics"].get("pooled")))
+                url = "http://runner/v1/run"
+                pooled.append(await add_call(runner, url, next(unused)))
 
             results[f"runner ({mode})"] = await time_async(run_once, runs, interval_s)
 
@@ -150,19 +144,23 @@ async def through_stack(runs: int, pool_size: int, interval_s: float) -> dict[st
         async with aiohttp.ClientSession() as gateway:
 
             async def invoke_once() -> None:
-                async with gateway.post(
-                    f"{stack.gateway_url}/v1/invoke/calculator/add",
-                    json={"arguments": ARGUMENTS},
-                    headers={"Authorization": f"Bearer {token}"},
-                ) as response:
-                    body = await response.json()
-                assert body["result"] == {"sum": 42}, body
-                pooled.append(bool(body["metrics"].get("pooled")))
+                url = f"{stack.gateway_url}/v1/invoke/calculator/add"
+                pooled.append(await add_call(gateway, url, token))
 
             results[f"gateway ({mode})"] = await time_async(invoke_once, runs, interval_s)
     if pool_size:
         POOLED_SHARE[mode] = sum(pooled) / len(pooled)
     return results
+
+
+async def add_call(session: aiohttp.ClientSession, url: str, bearer: str) -> bool:
+    """One calculator.add through the runner or the gateway; whether it was pooled."""
+    async with session.post(
+        url, json={"arguments": ARGUMENTS}, headers={"Authorization": f"Bearer {bearer}"}
+    ) as response:
+        body = await response.json()
+    assert body["result"] == {"sum": 42}, body
+    return bool(body["metrics"].get("pooled"))
 
 
 POOLED_SHARE: dict[str, float] = {}

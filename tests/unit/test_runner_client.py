@@ -116,11 +116,11 @@ def test_idle_connections_are_dropped_before_the_server_drops_them() -> None:
 def test_an_idle_connection_is_dropped_after_the_keepalive(
     peer: ScriptedPeer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sidecar_http, "IDLE_KEEPALIVE_S", 0.2)
+    monkeypatch.setattr(sidecar_http, "IDLE_KEEPALIVE_S", 0.3)
     peer.on("GET", "/healthz", answer(json_body={}))
 
     async def ask(runner: RunnerClient) -> None:
-        for pause in (0.0, 0.01, 0.6):  # the last after the connection went idle
+        for pause in (0.0, 0.01, 1.2):  # the last after the connection went idle
             await asyncio.sleep(pause)
             assert await runner.healthy()
 
